@@ -1,0 +1,172 @@
+"""Datasets and the fixed split of the training data between attacker and defender (DESIGN.md §1, §9)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arena.errors import DatasetMissingError, ParamError, UnknownNameError
+from arena.protocol import Split
+
+# The seed of the once-and-for-all division of each training split; not a match seed, so every
+# match on a dataset sees the same attacker part, defender reserve and test split.
+SPLIT_SEED = 20180530
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    epochs: int  # default training budget: enough for a clean model to converge on this data
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return (int(c), int(h), int(w))
+
+
+@dataclass(frozen=True)
+class PlayerSplits:
+    """The three disjoint parts of a dataset: one per role of the threat model."""
+
+    attacker: Split  # the attacker's labelled training data
+    clean: Split  # the defender's clean reserve (its clean budget)
+    test: Split  # the evaluator's alone
+
+
+def player_splits(dataset: Dataset, clean_budget: float) -> PlayerSplits:
+    """Divide the official training split by the fixed SPLIT_SEED; a larger budget extends a smaller one."""
+    if not 0.0 < clean_budget <= 0.5:
+        raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
+    n = len(dataset.train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    k = max(1, round(clean_budget * n))
+    return PlayerSplits(dataset.train.subset(order[k:]), dataset.train.subset(order[:k]), dataset.test)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    # digits has no official test split: fix one (30%) with the split seed
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))
+    n_test = round(0.3 * len(y))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", Split(x[train], y[train]), Split(x[test], y[test]), 10, epochs=30)
+
+
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetMissingError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DatasetMissingError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}.")
+    return body.reshape(dims)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz", directory / stem.replace("-idx", ".idx")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _idx_directories() -> list[Path]:
+    dirs = []
+    if os.environ.get("ARENA_DATA_DIR"):
+        dirs.append(Path(os.environ["ARENA_DATA_DIR"]).expanduser())
+    dirs.append(DEBIAN_FASHION_DIR)
+    return dirs
+
+
+def _fashion_mnist() -> Dataset:
+    searched = _idx_directories()
+    for directory in searched:
+        paths = {key: _find_idx(directory, stem) for key, stem in FASHION_FILES.items()}
+        if all(paths.values()):
+            arrays = {key: read_idx(path) for key, path in paths.items()}  # type: ignore[arg-type]
+            break
+    else:
+        arrays = _fashion_mnist_torchvision()
+        if arrays is None:
+            where = ", ".join(str(d) for d in searched)
+            raise DatasetMissingError(
+                "Fashion-MNIST is not on this machine (looked for its four IDX files in "
+                f"{where}). Get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+                "or download the IDX files and point ARENA_DATA_DIR at their folder, or install "
+                "the online extra (`pip install 'arena-backdoor[online]'`) to let torchvision download it."
+            )
+
+    def as_split(images: np.ndarray, labels: np.ndarray) -> Split:
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        return Split(x.contiguous(), torch.from_numpy(labels.astype(np.int64)))
+
+    return Dataset(
+        "fashion_mnist",
+        as_split(arrays["train_x"], arrays["train_y"]),
+        as_split(arrays["test_x"], arrays["test_y"]),
+        10,
+        epochs=8,
+    )
+
+
+def _fashion_mnist_torchvision() -> dict[str, np.ndarray] | None:
+    """Download through torchvision where the optional extra is installed and the net is reachable."""
+    try:
+        from torchvision.datasets import FashionMNIST  # type: ignore[import-not-found]
+    except Exception:  # torchvision absent, or broken beside this torch build
+        return None
+    from arena.store import arena_home
+
+    root = arena_home() / "data"
+    try:
+        train = FashionMNIST(root, train=True, download=True)
+        test = FashionMNIST(root, train=False, download=True)
+    except Exception:
+        return None
+    return {
+        "train_x": train.data.numpy(),
+        "train_y": train.targets.numpy(),
+        "test_x": test.data.numpy(),
+        "test_y": test.targets.numpy(),
+    }
+
+
+DATASETS: dict[str, Callable[[], Dataset]] = {"digits": _digits, "fashion_mnist": _fashion_mnist}
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise UnknownNameError("dataset", name, DATASETS)
+    return DATASETS[name]()

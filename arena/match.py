@@ -1,0 +1,256 @@
+"""One match: attacked model (trained once, then from the store), defense, trusted evaluation.
+
+The runner is the evaluator of DESIGN.md §1: it alone holds the triggers and the test split.
+The defender gets the published weights rebuilt from the artifact store (what a user who
+downloaded the model would hold), its clean split, the task spec and a generator; nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import arena
+from arena import metrics
+from arena.data import PlayerSplits, load_dataset, player_splits
+from arena.errors import ParamError
+from arena.models import build_model
+from arena.protocol import InputFilter, ProgressFn, Split, TaskSpec, Trigger, Verdict, no_progress
+from arena.registry import ATTACKERS, DEFENDERS
+from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed
+from arena.store import ArtifactStore
+from arena.strategy import Attacker, Defender
+from arena.training import predict
+from arena.triggers import trigger_from_dict
+
+DEFAULT_ARCHITECTURE = "badnets_cnn"
+DEFAULT_CLEAN_BUDGET = 0.05
+DEFAULT_STEALTH_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluator's view of one deployed system (model plus optional filter) on the test split."""
+
+    ca: float
+    asr: float
+    asr_per_trigger: dict[str, float]
+    frr: float | None = None  # filter's false rejection rate on clean test inputs
+    far_per_trigger: dict[str, float] | None = None  # filter's false acceptance on triggered inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ca": self.ca, "asr": self.asr, "asr_per_trigger": dict(self.asr_per_trigger)}
+        if self.frr is not None:
+            out["frr"] = self.frr
+            out["far_per_trigger"] = dict(self.far_per_trigger or {})
+        return out
+
+
+def evaluate(model: nn.Module, triggers: list[Trigger], test: Split, input_filter: InputFilter | None = None) -> Evaluation:
+    accepted = None if input_filter is None else input_filter.accept(model, test.x).bool()
+    ca = metrics.clean_accuracy(predict(model, test.x), test.y, accepted)
+    per_trigger: dict[str, float] = {}
+    far: dict[str, float] = {}
+    for trigger in triggers:
+        x_bad = trigger.apply(test.x)
+        bad_accepted = None if input_filter is None else input_filter.accept(model, x_bad).bool()
+        per_trigger[trigger.name] = metrics.attack_success_rate(predict(model, x_bad), test.y, trigger.goal, bad_accepted, clean_acc=ca)
+        if bad_accepted is not None:
+            eligible = trigger.goal.eligible(test.y) if trigger.goal.kind != "untargeted" else torch.ones_like(test.y, dtype=torch.bool)
+            far[trigger.name] = metrics.false_acceptance_rate(bad_accepted[eligible])
+    frr = None if accepted is None else metrics.false_rejection_rate(accepted)
+    return Evaluation(ca, metrics.headline_asr(per_trigger), per_trigger, frr, far if accepted is not None else None)
+
+
+@dataclass
+class MatchResult:
+    spec: MatchSpec
+    honest_ca: float
+    attacked: Evaluation
+    defended: Evaluation
+    verdict: Verdict | None
+    stealthy: bool
+    cached: bool
+    seconds_attack: float  # what training the attacked model cost (recorded when it was trained)
+    seconds_defense: float
+    seconds_total: float  # wall time of this run, cache hits included
+    clean_samples: int
+    artifact_sha256: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def utility(self) -> float:
+        return metrics.defender_utility(self.defended.ca, self.defended.asr)
+
+    def to_json(self) -> dict[str, Any]:
+        attack = self.spec.attack
+        return {
+            "attacker": attack.attacker.to_dict(),
+            "defender": self.spec.defender.to_dict(),
+            "dataset": attack.dataset,
+            "architecture": attack.architecture,
+            "seed": attack.seed,
+            "epochs": attack.epochs,
+            "clean_budget": attack.clean_budget,
+            "clean_samples": self.clean_samples,
+            "match_key": self.spec.key,
+            "honest": {"ca": self.honest_ca},
+            "attacked": self.attacked.to_dict(),
+            "defended": {**self.defended.to_dict(), "verdict": None if self.verdict is None else self.verdict.to_dict()},
+            "utility": self.utility,
+            "stealthy": self.stealthy,
+            "cached": self.cached,
+            "seconds": {"attack": self.seconds_attack, "defense": self.seconds_defense, "total": self.seconds_total},
+            "artifact_sha256": self.artifact_sha256,
+            "provenance": self.provenance,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the arena source tree, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(arena.__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def task_for(dataset: str, architecture: str, epochs: int | None) -> TaskSpec:
+    data = load_dataset(dataset)
+    budget = data.epochs if epochs is None else epochs
+    if budget < 1:
+        raise ParamError(f"the training budget must be at least 1 epoch, got {budget}.")
+    return TaskSpec(dataset, data.num_classes, data.input_shape, architecture, budget)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A match resolved and validated: every name known, every parameter in its space."""
+
+    spec: MatchSpec
+    task: TaskSpec
+    attacker: Attacker
+    defender: Defender
+
+
+def prepare(
+    attacker: str,
+    defender: str,
+    *,
+    attacker_params: dict[str, Any] | None = None,
+    defender_params: dict[str, Any] | None = None,
+    dataset: str = "digits",
+    seed: int = 0,
+    clean_budget: float = DEFAULT_CLEAN_BUDGET,
+    epochs: int | None = None,
+    architecture: str = DEFAULT_ARCHITECTURE,
+) -> Prepared:
+    """Resolve names and validate every parameter before any training starts."""
+    attacker_cls = ATTACKERS.get(attacker)
+    defender_cls = DEFENDERS.get(defender)
+    a = attacker_cls(**(attacker_params or {}))
+    d = defender_cls(**(defender_params or {}))
+    task = task_for(dataset, architecture, epochs)
+    build_model(task)  # unknown architecture: an error now, not after training
+    a.check_task(task)
+    d.check_task(task)
+    if not 0.0 < clean_budget <= 0.5:
+        raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
+    attack = AttackSpec(StrategySpec.of(attacker, a.version, a.params), dataset, architecture, task.epochs, clean_budget, seed)
+    return Prepared(MatchSpec(attack, StrategySpec.of(defender, d.version, d.params)), task, a, d)
+
+
+def _prefixed(progress: ProgressFn, prefix: str) -> ProgressFn:
+    return lambda stage, done, total: progress(f"{prefix}: {stage}", done, total)
+
+
+def obtain_attacked(
+    attack: AttackSpec,
+    attacker: Attacker,
+    task: TaskSpec,
+    splits: PlayerSplits,
+    store: ArtifactStore,
+    progress: ProgressFn = no_progress,
+    label: str = "attack",
+) -> tuple[nn.Module, list[Trigger], dict[str, Any], bool]:
+    """The attacked model of `attack`: from the store when there, else trained and stored.
+
+    Returns (model as loaded back from the store, triggers, manifest, cached).
+    """
+    loaded = store.load(attack.key, lambda: build_model(task))
+    if loaded is not None:
+        model, manifest = loaded
+        return model, [trigger_from_dict(t) for t in manifest["triggers"]], manifest, True
+    generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
+    start = time.perf_counter()
+    out = attacker.attack(task, splits.attacker, generator, _prefixed(progress, label))
+    seconds = time.perf_counter() - start
+    manifest = {
+        "spec": attack.to_dict(),
+        "task": task.to_dict(),
+        "triggers": [t.to_dict() for t in out.triggers],
+        "seconds_train": seconds,
+        "arena_version": arena.__version__,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    store.save(attack.key, out.model, manifest)
+    # Read it back: the defender gets exactly what a downloader of the published file gets.
+    model, manifest = store.load(attack.key, lambda: build_model(task))  # type: ignore[misc]
+    return model, [trigger_from_dict(t) for t in manifest["triggers"]], manifest, False
+
+
+def honest_spec(attack: AttackSpec) -> AttackSpec:
+    """The honest baseline for the same dataset, budget and seed (attacker `none`, its defaults)."""
+    honest = ATTACKERS.get("none")()
+    return AttackSpec(StrategySpec.of("none", honest.version, honest.params), attack.dataset, attack.architecture, attack.epochs, attack.clean_budget, attack.seed)
+
+
+def run_match(
+    prepared: Prepared,
+    store: ArtifactStore | None = None,
+    progress: ProgressFn = no_progress,
+    stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
+) -> MatchResult:
+    start = time.perf_counter()
+    store = store or ArtifactStore()
+    spec, task = prepared.spec, prepared.task
+    splits = player_splits(load_dataset(task.dataset), spec.attack.clean_budget)
+
+    honest = honest_spec(spec.attack)
+    honest_model, _, _, _ = obtain_attacked(honest, ATTACKERS.get("none")(), task, splits, store, progress, label="honest")
+    honest_ca = evaluate(honest_model, [], splits.test).ca
+
+    model, triggers, manifest, cached = obtain_attacked(spec.attack, prepared.attacker, task, splits, store, progress)
+    attacked = evaluate(model, triggers, splits.test)
+
+    generator = torch.Generator().manual_seed(derive_seed(spec.attack.seed, "defense", spec.key))
+    t0 = time.perf_counter()
+    outcome = prepared.defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
+    seconds_defense = time.perf_counter() - t0
+    deployed = outcome.model if outcome.model is not None else model
+    defended = evaluate(deployed, triggers, splits.test, outcome.input_filter)
+
+    return MatchResult(
+        spec=spec,
+        honest_ca=honest_ca,
+        attacked=attacked,
+        defended=defended,
+        verdict=outcome.verdict,
+        stealthy=attacked.ca >= honest_ca - stealth_tolerance,
+        cached=cached,
+        seconds_attack=float(manifest["seconds_train"]),
+        seconds_defense=seconds_defense,
+        seconds_total=time.perf_counter() - start,
+        clean_samples=len(splits.clean),
+        artifact_sha256=manifest["sha256"],
+        provenance={"arena_version": arena.__version__, "git_commit": git_commit(), "torch": torch.__version__},
+    )

@@ -1,0 +1,88 @@
+"""Architectures. A task names its architecture; attackers must keep it (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from arena.errors import UnknownNameError
+from arena.protocol import TaskSpec
+
+
+class ChannelMask(nn.Module):
+    """Per-channel 0/1 gate: pruning a channel sets its entry to 0 (it stays 0 while fine-tuning)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask.view(1, -1, 1, 1)
+
+
+class BadNetsCNN(nn.Module):
+    """The BadNets MNIST network shape: two conv+ReLU+max-pool stages and two dense layers.
+
+    Kernel size follows the input: 5x5 unpadded for MNIST-sized images (as in BadNets), 3x3
+    padded for tiny ones such as the 8x8 `digits`. The last conv layer's channels are the
+    neurons that pruning and the pruning-aware attack act on; its `mask` records pruning.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int] = (32, 64), hidden: int = 128) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        kernel, pad = (5, 0) if min(height, width) >= 20 else (3, 1)
+        self.conv1 = nn.Conv2d(channels, widths[0], kernel, padding=pad)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], kernel, padding=pad)
+        self.mask = ChannelMask(widths[1])
+        self.pool = nn.MaxPool2d(2)
+        h = ((height + 2 * pad - kernel + 1) // 2 + 2 * pad - kernel + 1) // 2
+        w = ((width + 2 * pad - kernel + 1) // 2 + 2 * pad - kernel + 1) // 2
+        self.fc1 = nn.Linear(widths[1] * h * w, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
+    def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-ReLU outputs of the last conv layer: (N, C, H, W)."""
+        return self.conv2(self.pool(torch.relu(self.conv1(x))))
+
+    def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Post-ReLU, post-mask activations of the last conv layer, before pooling: (N, C, H, W)."""
+        return self.mask(torch.relu(self.last_conv_preactivations(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pool(self.last_conv_activations(x))
+        return self.fc2(torch.relu(self.fc1(a.flatten(1))))
+
+
+ARCHITECTURES: dict[str, Callable[[TaskSpec], nn.Module]] = {
+    "badnets_cnn": lambda task: BadNetsCNN(task.input_shape, task.num_classes),
+}
+
+
+def init_weights(model: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default layer initialisation, drawn from an explicit generator (no global seed)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                if module.bias is not None:
+                    fan_in = module.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in)
+                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+
+
+def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.Module:
+    """A fresh model of the task's architecture; initialised from `generator` when given."""
+    if task.architecture not in ARCHITECTURES:
+        raise UnknownNameError("architecture", task.architecture, ARCHITECTURES)
+    model = ARCHITECTURES[task.architecture](task)
+    if generator is not None:
+        init_weights(model, generator)
+    return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,171 @@
+"""Hyperparameter spaces: declared by every strategy, validated before work, searchable by Ray Tune."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from arena.errors import ParamError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its default and the set of values it admits."""
+
+    default: Any
+    help: str = field(default="", kw_only=True)
+
+    def coerce(self, name: str, value: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def tune(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _bad(name: str, value: Any, expected: str) -> ParamError:
+    return ParamError(f"Hyperparameter {name!r} got {value!r}; expected {expected}.")
+
+
+@dataclass(frozen=True)
+class Int(Param):
+    low: int = 0
+    high: int = 2**31 - 1
+
+    def coerce(self, name: str, value: Any) -> int:
+        if isinstance(value, bool):
+            raise _bad(name, value, f"an integer in [{self.low}, {self.high}]")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise _bad(name, value, f"an integer in [{self.low}, {self.high}]") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or not self.low <= value <= self.high:
+            raise _bad(name, value, f"an integer in [{self.low}, {self.high}]")
+        return value
+
+    def describe(self) -> str:
+        return f"int in [{self.low}, {self.high}]"
+
+    def tune(self) -> Any:
+        from ray import tune
+
+        return tune.randint(self.low, self.high + 1)
+
+
+@dataclass(frozen=True)
+class Float(Param):
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    log: bool = False
+
+    def _expected(self) -> str:
+        left = "(" if self.low_open else "["
+        return f"a number in {left}{self.low}, {self.high}]"
+
+    def coerce(self, name: str, value: Any) -> float:
+        if isinstance(value, bool):
+            raise _bad(name, value, self._expected())
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise _bad(name, value, self._expected()) from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _bad(name, value, self._expected())
+        value = float(value)
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > self.high:
+            raise _bad(name, value, self._expected())
+        return value
+
+    def describe(self) -> str:
+        return self._expected()[2:]
+
+    def tune(self) -> Any:
+        from ray import tune
+
+        return tune.loguniform(self.low, self.high) if self.log else tune.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Choice(Param):
+    options: tuple[Any, ...] = ()
+
+    def coerce(self, name: str, value: Any) -> Any:
+        for option in self.options:
+            if value == option or (isinstance(value, str) and value.strip() == str(option)):
+                return option
+        raise _bad(name, value, f"one of {', '.join(repr(o) for o in self.options)}")
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(str(o) for o in self.options)
+
+    def tune(self) -> Any:
+        from ray import tune
+
+        return tune.choice(list(self.options))
+
+
+@dataclass(frozen=True)
+class Bool(Param):
+    def coerce(self, name: str, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.strip().lower() in {"false", "0", "no", "off"}:
+            return False
+        raise _bad(name, value, "true or false")
+
+    def describe(self) -> str:
+        return "true or false"
+
+    def tune(self) -> Any:
+        from ray import tune
+
+        return tune.choice([False, True])
+
+
+class Space(Mapping[str, Param]):
+    """An ordered, immutable mapping of hyperparameter names to their declarations."""
+
+    def __init__(self, **params: Param) -> None:
+        for name, param in params.items():
+            param.coerce(name, param.default)  # a default outside its own space is a bug
+        self._params = dict(params)
+
+    def __getitem__(self, name: str) -> Param:
+        return self._params[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __or__(self, other: Space) -> Space:
+        return Space(**{**self._params, **other._params})
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self._params.items()}
+
+    def validate(self, values: Mapping[str, Any], owner: str = "strategy") -> dict[str, Any]:
+        """Return the full, typed parameter dict: defaults overridden by `values`."""
+        out = self.defaults()
+        for name, value in values.items():
+            if name not in self._params:
+                raise UnknownNameError(f"hyperparameter of {owner}", name, self._params)
+            out[name] = self._params[name].coerce(name, value)
+        return out
+
+    def tune_space(self) -> dict[str, Any]:
+        """The space in Ray Tune's search-space vocabulary."""
+        return {name: p.tune() for name, p in self._params.items()}

@@ -1,0 +1,70 @@
+"""Channel pruning of the last convolutional layer, shared by the pruning defenses and the pruning-aware attack.
+
+A model is prunable when it offers `last_conv` (the nn.Conv2d), `mask` (an arena.models.ChannelMask
+on its output), `last_conv_preactivations(x)` and `last_conv_activations(x)`, as
+arena.models.BadNetsCNN does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from arena.protocol import Split
+from arena.training import accuracy
+
+
+@torch.no_grad()
+def mean_channel_activation(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Mean post-ReLU activation of each last-conv channel over inputs x and positions: (C,)."""
+    model.eval()
+    total = None
+    for start in range(0, len(x), batch_size):
+        a = model.last_conv_activations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
+        s = a.sum(dim=(0, 2, 3))
+        total = s if total is None else total + s
+    assert total is not None, "no inputs"
+    positions = len(x) * a.shape[2] * a.shape[3]
+    return total / positions
+
+
+@torch.no_grad()
+def max_preactivation(model: nn.Module, x: torch.Tensor, channels: list[int], batch_size: int = 2048) -> torch.Tensor:
+    """Largest pre-ReLU value of the given last-conv channels over inputs x and positions: (len(channels),)."""
+    model.eval()
+    best = torch.full((len(channels),), -torch.inf)
+    for start in range(0, len(x), batch_size):
+        pre = model.last_conv_preactivations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
+        best = torch.maximum(best, pre[:, channels].amax(dim=(0, 2, 3)))
+    return best
+
+
+def pruned_channels(model: nn.Module) -> list[int]:
+    return torch.nonzero(model.mask.mask == 0).flatten().tolist()
+
+
+def set_pruned(model: nn.Module, channels: list[int], pruned: bool = True) -> None:
+    with torch.no_grad():
+        model.mask.mask[channels] = 0.0 if pruned else 1.0
+
+
+def prune_by_activation(model: nn.Module, clean: Split, max_accuracy_drop: float, max_fraction: float = 1.0) -> list[int]:
+    """Fine-Pruning's pruning: remove last-conv channels in increasing order of mean clean
+    activation until accuracy on `clean` falls more than `max_accuracy_drop` below the start.
+
+    The channel whose removal crossed the threshold is put back. At least one channel is always
+    kept, and at most `max_fraction` of the channels are removed. Returns the channels pruned.
+    """
+    base = accuracy(model, clean)
+    activation = mean_channel_activation(model, clean.x)
+    already = set(pruned_channels(model))
+    order = [c for c in torch.argsort(activation, stable=True).tolist() if c not in already]
+    limit = min(len(order) - 1, int(max_fraction * activation.numel()) - len(already))
+    removed: list[int] = []
+    for channel in order[: max(0, limit)]:
+        set_pruned(model, [channel])
+        if accuracy(model, clean) < base - max_accuracy_drop:
+            set_pruned(model, [channel], pruned=False)
+            break
+        removed.append(channel)
+    return removed

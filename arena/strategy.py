@@ -1,0 +1,167 @@
+"""Family base classes. Each public entry point is final: it validates, then calls one narrow hook.
+
+A strategy declares a version (bump when behaviour changes), the paper it follows, its
+deviations, and a hyperparameter space. It never seeds anything globally: all randomness comes
+from the generator in its context.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
+
+import torch
+from torch import nn
+
+from arena.errors import ParamError, StrategyError
+from arena.models import build_model
+from arena.params import Space
+from arena.protocol import AttackOutput, DefenseOutcome, InputFilter, ProgressFn, Split, TaskSpec, Trigger, Verdict, no_progress
+
+
+class Strategy(ABC):
+    kind: ClassVar[str] = "strategy"
+    name: ClassVar[str]
+    version: ClassVar[str]
+    paper: ClassVar[str]
+    deviations: ClassVar[str] = "none"
+    space: ClassVar[Space] = Space()
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")
+        self.validate_params()
+
+    def validate_params(self) -> None:
+        """Checks across parameters; raise ParamError. Runs at construction, before any work."""
+
+    def check_task(self, task: TaskSpec) -> None:
+        """Checks that need the task (a trigger larger than the image...); raise ParamError."""
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_logits(model: nn.Module, task: TaskSpec, who: str) -> None:
+    probe = torch.zeros(2, *task.input_shape)
+    try:
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            out = model(probe)
+            model.train(was)
+    except Exception as exc:  # a model that cannot even run on the task's inputs
+        raise StrategyError(f"{who}: the model does not run on {tuple(task.input_shape)} inputs ({exc}).") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, task.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise StrategyError(f"{who}: the model outputs {shape} for 2 inputs; the task needs (2, {task.num_classes}).")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """All an attacker gets (DESIGN.md §1): its data split, the task, a seeded generator."""
+
+    task: TaskSpec
+    data: Split
+    generator: torch.Generator
+    progress: ProgressFn = no_progress
+
+
+class Attacker(Strategy):
+    """Base of all attacks: write `run`; `attack` checks what comes back."""
+
+    kind: ClassVar[str] = "attacker"
+    changes_architecture: ClassVar[bool] = False
+
+    @final
+    def attack(self, task: TaskSpec, data: Split, generator: torch.Generator, progress: ProgressFn = no_progress) -> AttackOutput:
+        self.check_task(task)
+        out = self.run(AttackContext(task, data, generator, progress))
+        who = f"attacker {self.name!r}"
+        if not isinstance(out, AttackOutput) or not isinstance(out.model, nn.Module):
+            raise StrategyError(f"{who} returned {type(out).__name__}, not an AttackOutput with a model.")
+        if not all(isinstance(t, Trigger) for t in out.triggers):
+            raise StrategyError(f"{who} returned triggers that are not Trigger objects.")
+        if len({t.name for t in out.triggers}) != len(out.triggers):
+            raise StrategyError(f"{who} returned triggers with duplicate names.")
+        _check_logits(out.model, task, who)
+        if not self.changes_architecture:
+            reference = {k: tuple(v.shape) for k, v in build_model(task).state_dict().items()}
+            actual = {k: tuple(v.shape) for k, v in out.model.state_dict().items()}
+            if reference != actual:
+                raise StrategyError(f"{who} changed the task's architecture {task.architecture!r} without declaring it.")
+        out.model.eval()
+        return out
+
+    @abstractmethod
+    def run(self, ctx: AttackContext) -> AttackOutput:
+        """Train (or otherwise produce) the published model and the triggers it answers to."""
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """All a defender gets besides the model (DESIGN.md §1): the task, its clean split, a generator."""
+
+    task: TaskSpec
+    clean: Split
+    generator: torch.Generator
+    progress: ProgressFn = no_progress
+
+
+class Defender(Strategy):
+    """Base of all defenses: write `run`; `defend` hands it a private copy of the model."""
+
+    kind: ClassVar[str] = "defender"
+    min_clean: ClassVar[int] = 0  # the fewest clean samples the defense can work with
+    requires_prunable: ClassVar[bool] = False  # needs the last-conv interface of arena.models
+
+    @final
+    def defend(
+        self,
+        model: nn.Module,
+        task: TaskSpec,
+        clean: Split,
+        generator: torch.Generator,
+        progress: ProgressFn = no_progress,
+    ) -> DefenseOutcome:
+        who = f"defender {self.name!r}"
+        if len(clean) < self.min_clean:
+            raise ParamError(
+                f"{who} needs at least {self.min_clean} clean samples but the clean budget gives "
+                f"{len(clean)}; raise --clean-budget."
+            )
+        _check_logits(model, task, f"{who} was given a model that does not fit the task")
+        if self.requires_prunable and not hasattr(model, "last_conv_activations"):
+            raise ParamError(f"{who} needs a model with a prunable last conv layer; {type(model).__name__} has none.")
+        self.check_task(task)
+        # A private copy: whatever the hook does to it, the caller's model is untouched.
+        given = copy.deepcopy(model).eval()
+        out = self.run(given, DefenseContext(task, clean, generator, progress))
+        if not isinstance(out, DefenseOutcome):
+            raise StrategyError(f"{who} returned {type(out).__name__}, not a DefenseOutcome.")
+        if out.model is not None:
+            if not isinstance(out.model, nn.Module):
+                raise StrategyError(f"{who} returned a repaired model of type {type(out.model).__name__}.")
+            _check_logits(out.model, task, who)
+            out.model.eval()
+        if out.input_filter is not None and not isinstance(out.input_filter, InputFilter):
+            raise StrategyError(f"{who} returned an input filter of type {type(out.input_filter).__name__}.")
+        if out.verdict is not None and not isinstance(out.verdict, Verdict):
+            raise StrategyError(f"{who} returned a verdict of type {type(out.verdict).__name__}.")
+        return out
+
+    @abstractmethod
+    def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
+        """Repair, filter or judge `model` (a private copy, free to modify) using only `ctx`."""

@@ -1,0 +1,74 @@
+"""The one training loop and the one inference helper. Attacks and defenses call these."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.protocol import ProgressFn, Split, no_progress
+
+
+def fit(
+    model: nn.Module,
+    data: Split,
+    *,
+    epochs: int,
+    lr: float,
+    generator: torch.Generator,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    optimizer: str = "adam",
+    stage: str = "train",
+    progress: ProgressFn = no_progress,
+    after_step: Callable[[nn.Module], None] | None = None,
+) -> nn.Module:
+    """Minibatch training of `model` on `data` in place; data stays in tensors (no DataLoader).
+
+    `after_step` runs after every optimiser step (attacks use it to hold constraints).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    n = len(data)
+    x = data.x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    progress(stage, 0, epochs)
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(x[idx]), data.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step(model)
+        progress(stage, epoch + 1, epochs)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Model outputs for x in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    out = [model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return logits(model, x).argmax(dim=1)
+
+
+def accuracy(model: nn.Module, data: Split) -> float:
+    return float((predict(model, data.x) == data.y).float().mean()) if len(data) else math.nan

@@ -1,0 +1,3 @@
+"""Built-in defense strategies: one module each. Importing this package registers them."""
+
+from defenders import fine_pruning, fine_tuning, none, pruning  # noqa: F401

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from torch import nn
+
+from arena.protocol import DefenseOutcome
+from arena.pruning import prune_by_activation
+from arena.registry import register_defender
+from arena.strategy import DefenseContext, Defender
+from defenders.fine_tuning import FINE_TUNE_SPACE, fine_tune
+from defenders.pruning import PRUNE_SPACE
+
+
+@register_defender
+class FinePruning(Defender):
+    """Prune dormant last-conv channels, then fine-tune the pruned model on clean data.
+
+    Paper: Liu, Dolan-Gavitt, Garg, "Fine-Pruning: Defending Against Backdooring Attacks on Deep
+    Neural Networks" (RAID 2018). Pruning removes the channels a backdoor can hide in; the pruned
+    channels stay removed while fine-tuning repairs accuracy and overwrites backdoor behaviour in
+    the channels left. Deviations: as in `pruning` and `fine_tuning` (Adam, a step budget).
+    """
+
+    name = "fine_pruning"
+    version = "1"
+    paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
+    deviations = "Adam optimiser for the fine-tuning step; budget in steps"
+    min_clean = 10
+    requires_prunable = True
+    space = PRUNE_SPACE | FINE_TUNE_SPACE
+
+    def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
+        prune_by_activation(model, ctx.clean, self.params["max_accuracy_drop"], self.params["max_prune_fraction"])
+        return DefenseOutcome(model=fine_tune(model, ctx.clean, self.params, ctx))
