@@ -16,8 +16,8 @@ from arena.training import fit
 from arena.triggers import PATTERNS, POSITIONS, PatchTrigger
 
 TRAINING_SPACE = Space(
-    lr=Float(1e-3, 0.0, 1.0, low_open=True, log=True, help="Adam learning rate"),
-    batch_size=Int(64, 1, 4096, help="minibatch size"),
+    lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate"),
+    batch_size=Int(128, 1, 4096, help="minibatch size"),
 )
 
 PATCH_SPACE = Space(

@@ -67,7 +67,7 @@ def _digits() -> Dataset:
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))
     n_test = round(0.3 * len(y))
     test, train = order[:n_test], order[n_test:]
-    return Dataset("digits", Split(x[train], y[train]), Split(x[test], y[test]), 10, epochs=30)
+    return Dataset("digits", Split(x[train], y[train]), Split(x[test], y[test]), 10, epochs=50)
 
 
 FASHION_FILES = {

@@ -21,12 +21,13 @@ class UsageError(ArenaError):
 class UnknownNameError(UsageError):
     """A name (strategy, dataset, hyperparameter) that is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], owner: str = "") -> None:
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listing = ", ".join(known) if known else "(none)"
-        super().__init__(f"Unknown {kind} {name!r}.{hint} Known {kind}s: {listing}.")
+        of = f" of {owner}" if owner else ""
+        super().__init__(f"Unknown {kind} {name!r}{of}.{hint} Known {kind}s{of}: {listing}.")
         self.name = name
         self.suggestions = close
 

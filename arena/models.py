@@ -31,7 +31,7 @@ class BadNetsCNN(nn.Module):
     neurons that pruning and the pruning-aware attack act on; its `mask` records pruning.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int] = (32, 64), hidden: int = 128) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int] = (16, 32), hidden: int = 512) -> None:
         super().__init__()
         channels, height, width = input_shape
         kernel, pad = (5, 0) if min(height, width) >= 20 else (3, 1)

@@ -162,7 +162,7 @@ class Space(Mapping[str, Param]):
         out = self.defaults()
         for name, value in values.items():
             if name not in self._params:
-                raise UnknownNameError(f"hyperparameter of {owner}", name, self._params)
+                raise UnknownNameError("hyperparameter", name, self._params, owner=owner)
             out[name] = self._params[name].coerce(name, value)
         return out
 

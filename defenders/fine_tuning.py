@@ -13,7 +13,7 @@ from arena.training import fit
 
 FINE_TUNE_SPACE = Space(
     steps=Int(300, 1, 1_000_000, help="optimiser steps of fine-tuning on the clean split"),
-    lr=Float(1e-3, 0.0, 1.0, low_open=True, log=True, help="Adam learning rate"),
+    lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate"),
     batch_size=Int(32, 1, 4096, help="minibatch size"),
 )
 

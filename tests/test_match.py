@@ -1,0 +1,101 @@
+"""End to end on `digits`: the backdoor works, the defense lowers it, the store reuses and verifies."""
+
+import pytest
+
+from arena.attacks import patch_trigger
+from arena.data import load_dataset, player_splits
+from arena.errors import ArtifactIntegrityError, ParamError
+from arena.match import evaluate, obtain_attacked, prepare, run_match
+from arena.store import ArtifactStore
+
+
+@pytest.fixture(scope="module")
+def store(shared_home):
+    return ArtifactStore(shared_home)
+
+
+@pytest.fixture(scope="module")
+def headline(store):
+    return run_match(prepare("pruning_aware", "fine_pruning"), store).to_json()
+
+
+def test_badnets_backdoor_works_and_is_stealthy(store):
+    result = run_match(prepare("badnets", "none"), store).to_json()
+    assert result["attacked"]["asr"] > 0.9
+    assert result["stealthy"] and abs(result["attacked"]["ca"] - result["honest"]["ca"]) < 0.03
+    # deploying as is changes nothing
+    assert result["defended"]["ca"] == result["attacked"]["ca"] and result["defended"]["asr"] == result["attacked"]["asr"]
+
+
+def test_honest_model_does_not_answer_the_trigger(store):
+    badnets, honest = prepare("badnets", "none"), prepare("none", "none")
+    splits = _splits()
+    model, triggers, _, _ = obtain_attacked(honest.spec.attack, honest.attacker, honest.task, splits, store)
+    assert triggers == []
+    trigger = patch_trigger(badnets.attacker.params, badnets.task)
+    assert evaluate(model, [trigger], splits.test).asr < 0.2
+
+
+def _splits():
+    return player_splits(load_dataset("digits"), 0.05)
+
+
+def test_headline_pruning_aware_survives_pruning_but_not_fine_pruning(store, headline):
+    assert headline["attacked"]["asr"] > 0.9 and headline["stealthy"]
+    assert headline["defended"]["asr"] < headline["attacked"]["asr"] - 0.3
+    assert headline["defended"]["ca"] > headline["honest"]["ca"] - 0.1
+    pruned = run_match(prepare("pruning_aware", "pruning"), store).to_json()
+    assert pruned["defended"]["asr"] > 0.8  # the decoy channels are what pruning removes
+
+
+def test_second_run_takes_the_model_from_the_store_with_identical_numbers(store, headline):
+    again = run_match(prepare("pruning_aware", "fine_pruning"), store).to_json()
+    assert again["cached"]
+    for key in ("honest", "attacked", "defended", "utility", "artifact_sha256"):
+        assert again[key] == headline[key]
+
+
+def test_same_spec_and_seed_give_the_same_numbers_in_a_fresh_store(tmp_path, store):
+    spec = dict(epochs=3)
+    first = run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 20}, **spec), ArtifactStore(tmp_path / "a")).to_json()
+    second = run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 20}, **spec), ArtifactStore(tmp_path / "b")).to_json()
+    assert not first["cached"] and not second["cached"]
+    assert first["artifact_sha256"] == second["artifact_sha256"]
+    for key in ("honest", "attacked", "defended", "utility"):
+        assert first[key] == second[key]
+    other_seed = run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 20}, seed=1, **spec), ArtifactStore(tmp_path / "a")).to_json()
+    assert other_seed["artifact_sha256"] != first["artifact_sha256"]
+
+
+def test_tampered_attacked_model_is_refused_and_kept(tmp_path):
+    store = ArtifactStore(tmp_path)
+    prepared = prepare("badnets", "none", epochs=1)
+    result = run_match(prepared, store)
+    blob = store.blob_path(result.artifact_sha256)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError):
+        run_match(prepared, store)
+    assert blob.read_bytes() == bytes(data)  # nothing deleted behind the user's back
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"attacker_params": {"target": 10}}, "not a label"),
+        ({"attacker_params": {"trigger_size": 8}}, "does not fit"),
+        ({"attacker_params": {"poison_rate": 0}}, "poison_rate"),
+        ({"clean_budget": 0.9}, "clean budget"),
+        ({"epochs": 0}, "at least 1 epoch"),
+    ],
+)
+def test_bad_parameters_fail_before_any_training(kwargs, message):
+    with pytest.raises(ParamError, match=message):
+        prepare("badnets", "fine_pruning", **kwargs)
+
+
+def test_defender_with_too_small_a_clean_budget_says_the_minimum(tmp_path):
+    prepared = prepare("none", "fine_pruning", clean_budget=0.005, epochs=1)  # 6 samples
+    with pytest.raises(ParamError, match="at least 10 clean samples"):
+        run_match(prepared, ArtifactStore(tmp_path))
