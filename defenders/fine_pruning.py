@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
@@ -17,16 +18,19 @@ class FinePruning(Defender):
     Paper: Liu, Dolan-Gavitt, Garg, "Fine-Pruning: Defending Against Backdooring Attacks on Deep
     Neural Networks" (RAID 2018). Pruning removes the channels a backdoor can hide in; the pruned
     channels stay removed while fine-tuning repairs accuracy and overwrites backdoor behaviour in
-    the channels left. Deviations: as in `pruning` and `fine_tuning` (Adam, a step budget).
+    the channels left. Deviations: as in `pruning` and `fine_tuning` (Adam, a step budget), and
+    the pruning stops at a 15% clean-accuracy drop rather than the paper's 4%: in our small
+    networks the backdoor outlives a 4% prune, and fine-tuning wins most of the accuracy back
+    (measured in benchmarks/RESULTS.md).
     """
 
     name = "fine_pruning"
     version = "1"
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
-    deviations = "Adam optimiser for the fine-tuning step; budget in steps"
+    deviations = "Adam optimiser for the fine-tuning step; budget in steps; prunes to a 15% accuracy drop (paper: 4%)"
     min_clean = 10
     requires_prunable = True
-    space = PRUNE_SPACE | FINE_TUNE_SPACE
+    space = PRUNE_SPACE | FINE_TUNE_SPACE | Space(max_accuracy_drop=Float(0.15, 0.0, 1.0, help="prune until clean accuracy falls this much"))
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
         prune_by_activation(model, ctx.clean, self.params["max_accuracy_drop"], self.params["max_prune_fraction"])
