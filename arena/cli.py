@@ -142,6 +142,117 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(name: str, params_json: str, defaults: dict[str, Any]) -> str:
+    """A strategy's name plus the parameters that differ from its defaults."""
+    params = json.loads(params_json)
+    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+    return name + ("(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
+def _defaults(registry: Any, name: str) -> dict[str, Any]:
+    try:
+        return dict(registry.get(name).space.defaults())
+    except ArenaError:  # a strategy no longer registered, or a plugin that fails to load
+        return {}
+
+
+def _results_table(frame: Any, title: str) -> Table:
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    table = Table(title=title, title_justify="left")
+    for column in ("attacker", "defender", "seed", "status", "attacked CA", "attacked ASR", "defended CA", "defended ASR", "utility", "stealthy"):
+        table.add_column(column, justify="right" if column not in ("attacker", "defender", "status") else "left")
+    for row in frame.sort_values(["attacker", "attacker_params", "defender", "defender_params", "seed"]).itertuples():
+        a_defaults, d_defaults = _defaults(ATTACKERS, row.attacker), _defaults(DEFENDERS, row.defender)
+        status = row.status if row.status == "ok" else f"[red]{row.status}[/]"
+        ok = row.status == "ok"
+        table.add_row(
+            _label(row.attacker, row.attacker_params, a_defaults),
+            _label(row.defender, row.defender_params, d_defaults),
+            str(row.seed),
+            status,
+            *(_fmt(getattr(row, c)) if ok else "" for c in ("attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility")),
+            ("yes" if row.stealthy else "[yellow]no[/]") if ok else (str(row.error or "")[:60]),
+        )
+    return table
+
+
+def _results_store() -> Any:
+    from arena.results import ResultsStore
+    from arena.store import arena_home
+
+    return ResultsStore(arena_home() / "results.sqlite")
+
+
+def cmd_tournament(args: argparse.Namespace) -> int:
+    from rich.progress import TimeRemainingColumn
+
+    from arena.suite import load_suite
+    from arena.tournament import Summary, run_tournament
+
+    suite = load_suite(args.suite)
+    results = _results_store()
+    n = len(suite.matches())
+    err.print(
+        f"suite {suite.name}: {len(suite.attackers)} attackers × {len(suite.defenders)} defenders × {len(suite.seeds)} seeds = {n} matches on {suite.dataset}"
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed[/]  {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=args.quiet) as progress:
+        task = progress.add_task("matches", total=n, failed=0, rate="")
+
+        def update(summary: Summary) -> None:
+            rate = f"{summary.done / summary.seconds * 60:.1f}/min" if summary.seconds > 0 and summary.done else ""
+            progress.update(task, completed=summary.skipped + summary.done, failed=summary.failed, rate=rate)
+
+        summary = run_tournament(suite, results, address=args.address, num_cpus=args.cpus, on_update=update)
+    err.print(
+        f"ran {summary.done} matches ({summary.ok} ok, {summary.failed} failed), skipped {summary.skipped} already done; "
+        f"attacked models trained {summary.attacks_trained}, from the store {summary.attacks_cached}; {summary.seconds:.1f} s"
+    )
+    frame = results.frame(suite.name)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    else:
+        Console().print(_results_table(frame, f"suite {suite.name}"))
+    return 0 if summary.failed == 0 else 3
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from arena.suite import load_suite
+
+    name = args.suite
+    if Path(name).exists():
+        name = load_suite(name).name
+    results = _results_store()
+    frame = results.frame(name)
+    if frame.empty:
+        known = results.suites()
+        raise UsageError(f"no results for suite {name!r}. Suites with results: {', '.join(known) if known else '(none)'}.")
+    if args.format == "table":
+        Console().print(_results_table(frame, f"suite {name}"))
+    elif args.format == "parquet":
+        if not args.output:
+            raise UsageError("--format parquet needs --output FILE (it is binary).")
+        frame.to_parquet(args.output, index=False)
+    else:
+        text = frame.to_csv(index=False) if args.format == "csv" else frame.to_json(orient="records", indent=1)
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Backdoor attacks play against defenses.")
     parser.add_argument("--version", action="version", version=f"arena {arena.__version__}")
@@ -159,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     match.add_argument("--quiet", action="store_true", help="no progress display")
     match.set_defaults(func=cmd_match)
+
+    tour = sub.add_parser("tournament", help="play a suite's grid of attackers x defenders x seeds on Ray")
+    tour.add_argument("suite", help="suite YAML file, or a folder holding suite.yaml")
+    tour.add_argument("--address", default=None, help="Ray cluster to attach to (default: $RAY_ADDRESS, else start Ray locally)")
+    tour.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all cores)")
+    tour.add_argument("--json", action="store_true", help="print the results table as JSON records")
+    tour.add_argument("--quiet", action="store_true", help="no progress display")
+    tour.set_defaults(func=cmd_tournament)
+
+    res = sub.add_parser("results", help="a suite's results as a table or a file")
+    res.add_argument("suite", help="suite name, or its YAML file / folder")
+    res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    res.add_argument("--output", default=None, help="write to this file instead of stdout")
+    res.set_defaults(func=cmd_results)
 
     lst = sub.add_parser("list", help="list registered attackers and defenders")
     lst.add_argument("kind", nargs="?", choices=["attackers", "defenders"], help="only this kind")

@@ -20,7 +20,7 @@ from torch import nn
 import arena
 from arena import metrics
 from arena.data import PlayerSplits, load_dataset, player_splits
-from arena.errors import ParamError
+from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import build_model
 from arena.protocol import InputFilter, ProgressFn, Split, TaskSpec, Trigger, Verdict, no_progress
 from arena.registry import ATTACKERS, DEFENDERS
@@ -214,43 +214,100 @@ def honest_spec(attack: AttackSpec) -> AttackSpec:
     return AttackSpec(StrategySpec.of("none", honest.version, honest.params), attack.dataset, attack.architecture, attack.epochs, attack.clean_budget, attack.seed)
 
 
+def instantiate_attacker(spec: StrategySpec) -> Attacker:
+    return _instantiate(ATTACKERS.get(spec.name), spec)
+
+
+def instantiate_defender(spec: StrategySpec) -> Defender:
+    return _instantiate(DEFENDERS.get(spec.name), spec)
+
+
+def _instantiate(cls: type, spec: StrategySpec) -> Any:
+    if cls.version != spec.version:
+        raise ParamError(f"{cls.kind} {spec.name!r} is at version {cls.version}, but the spec asks for version {spec.version}.")
+    return cls(**spec.param_dict)
+
+
+@dataclass(frozen=True)
+class AttackRecord:
+    """The evaluator's summary of one attacked model: small, picklable, enough to defend and score it."""
+
+    spec: AttackSpec
+    sha256: str
+    triggers: tuple[dict[str, Any], ...]
+    evaluation: Evaluation  # the attacked model, undefended, on the test split
+    seconds_train: float
+    cached: bool
+
+
+def attack_stage(attack: AttackSpec, store: ArtifactStore, progress: ProgressFn = no_progress, label: str = "attack") -> AttackRecord:
+    """Train (or take from the store) the attacked model of `attack` and evaluate it undefended."""
+    task = task_for(attack.dataset, attack.architecture, attack.epochs)
+    splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+    model, triggers, manifest, cached = obtain_attacked(attack, instantiate_attacker(attack.attacker), task, splits, store, progress, label)
+    return AttackRecord(attack, manifest["sha256"], tuple(manifest["triggers"]), evaluate(model, triggers, splits.test), float(manifest["seconds_train"]), cached)
+
+
+def defense_stage(
+    spec: MatchSpec,
+    attacked: AttackRecord,
+    honest: AttackRecord,
+    store: ArtifactStore,
+    progress: ProgressFn = no_progress,
+    stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
+) -> MatchResult:
+    """Hand the published model to the defender and score the defended system."""
+    start = time.perf_counter()
+    attack = spec.attack
+    if attacked.spec != attack or honest.spec != honest_spec(attack):
+        raise ValueError("defense_stage got attack records of another match")
+    task = task_for(attack.dataset, attack.architecture, attack.epochs)
+    splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+    loaded = store.load(attack.key, lambda: build_model(task))
+    if loaded is None:
+        raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
+    model, manifest = loaded
+    if manifest["sha256"] != attacked.sha256:
+        raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} changed in the store since it was evaluated; refused.")
+    triggers = [trigger_from_dict(t) for t in attacked.triggers]
+    defender = instantiate_defender(spec.defender)
+
+    generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
+    t0 = time.perf_counter()
+    outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
+    seconds_defense = time.perf_counter() - t0
+    deployed = outcome.model if outcome.model is not None else model
+    defended = evaluate(deployed, triggers, splits.test, outcome.input_filter)
+    honest_ca = honest.evaluation.ca
+    return MatchResult(
+        spec=spec,
+        honest_ca=honest_ca,
+        attacked=attacked.evaluation,
+        defended=defended,
+        verdict=outcome.verdict,
+        stealthy=attacked.evaluation.ca >= honest_ca - stealth_tolerance,
+        cached=attacked.cached,
+        seconds_attack=attacked.seconds_train,
+        seconds_defense=seconds_defense,
+        seconds_total=time.perf_counter() - start,
+        clean_samples=len(splits.clean),
+        artifact_sha256=attacked.sha256,
+        provenance={"arena_version": arena.__version__, "git_commit": git_commit(), "torch": torch.__version__},
+    )
+
+
 def run_match(
     prepared: Prepared,
     store: ArtifactStore | None = None,
     progress: ProgressFn = no_progress,
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
 ) -> MatchResult:
+    """One match in this process: honest baseline, attacked model, defense, evaluation."""
     start = time.perf_counter()
     store = store or ArtifactStore()
-    spec, task = prepared.spec, prepared.task
-    splits = player_splits(load_dataset(task.dataset), spec.attack.clean_budget)
-
-    honest = honest_spec(spec.attack)
-    honest_model, _, _, _ = obtain_attacked(honest, ATTACKERS.get("none")(), task, splits, store, progress, label="honest")
-    honest_ca = evaluate(honest_model, [], splits.test).ca
-
-    model, triggers, manifest, cached = obtain_attacked(spec.attack, prepared.attacker, task, splits, store, progress)
-    attacked = evaluate(model, triggers, splits.test)
-
-    generator = torch.Generator().manual_seed(derive_seed(spec.attack.seed, "defense", spec.key))
-    t0 = time.perf_counter()
-    outcome = prepared.defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
-    seconds_defense = time.perf_counter() - t0
-    deployed = outcome.model if outcome.model is not None else model
-    defended = evaluate(deployed, triggers, splits.test, outcome.input_filter)
-
-    return MatchResult(
-        spec=spec,
-        honest_ca=honest_ca,
-        attacked=attacked,
-        defended=defended,
-        verdict=outcome.verdict,
-        stealthy=attacked.ca >= honest_ca - stealth_tolerance,
-        cached=cached,
-        seconds_attack=float(manifest["seconds_train"]),
-        seconds_defense=seconds_defense,
-        seconds_total=time.perf_counter() - start,
-        clean_samples=len(splits.clean),
-        artifact_sha256=manifest["sha256"],
-        provenance={"arena_version": arena.__version__, "git_commit": git_commit(), "torch": torch.__version__},
-    )
+    spec = prepared.spec
+    honest = attack_stage(honest_spec(spec.attack), store, progress, label="honest")
+    attacked = honest if spec.attack == honest.spec else attack_stage(spec.attack, store, progress)
+    result = defense_stage(spec, attacked, honest, store, progress, stealth_tolerance)
+    result.seconds_total = time.perf_counter() - start
+    return result

@@ -1,0 +1,195 @@
+"""Suites: a YAML file naming the dataset, budgets, seeds and the attacker and defender grids.
+
+    name: digits-smoke            # optional; defaults to the folder (or file) name
+    dataset: digits
+    architecture: badnets_cnn     # optional
+    clean_budget: 0.05            # optional
+    epochs: 50                    # optional: the attacker's training budget (default: the dataset's)
+    seeds: [0, 1]
+    attackers:
+      - badnets                   # a name: its defaults
+      - name: badnets             # fixed parameters
+        params: {poison_rate: 0.05}
+      - name: pruning_aware       # a grid: every point is a strategy of its own
+        grid: {prune_accuracy_drop: [0.02, 0.04]}
+    defenders: [none, fine_pruning]
+    limits:                       # optional
+      attack_timeout_s: 3600
+      defense_timeout_s: 900
+      retries: 1                  # re-runs after a system failure (a crashed worker), not a strategy's error
+      max_matches: 5000
+
+Everything is validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arena.errors import ArenaError, ParamError, UnknownNameError, UsageError
+from arena.match import DEFAULT_ARCHITECTURE, DEFAULT_CLEAN_BUDGET, DEFAULT_STEALTH_TOLERANCE, honest_spec, task_for
+from arena.models import build_model
+from arena.registry import ATTACKERS, DEFENDERS, Registry
+from arena.specs import AttackSpec, MatchSpec, StrategySpec
+
+TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance"}
+LIMIT_KEYS = {"attack_timeout_s", "defense_timeout_s", "retries", "max_matches"}
+
+
+class SuiteError(UsageError):
+    """A suite file that cannot be run as written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    attack_timeout_s: float = 3600.0
+    defense_timeout_s: float = 900.0
+    retries: int = 1
+    max_matches: int = 5000
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    dataset: str
+    architecture: str
+    clean_budget: float
+    epochs: int
+    seeds: tuple[int, ...]
+    attackers: tuple[StrategySpec, ...]
+    defenders: tuple[StrategySpec, ...]
+    limits: Limits = field(default_factory=Limits)
+    stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
+    path: Path | None = None
+
+    def attack_specs(self) -> list[AttackSpec]:
+        return [AttackSpec(a, self.dataset, self.architecture, self.epochs, self.clean_budget, seed) for seed in self.seeds for a in self.attackers]
+
+    def matches(self) -> list[MatchSpec]:
+        return [MatchSpec(attack, d) for attack in self.attack_specs() for d in self.defenders]
+
+    def honest_specs(self) -> list[AttackSpec]:
+        return list(dict.fromkeys(honest_spec(a) for a in self.attack_specs()))
+
+
+def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[StrategySpec, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"{where} must be a non-empty list of strategy names or {{name, params, grid}} entries.")
+    specs: list[StrategySpec] = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise SuiteError(f"{at} must be a strategy name or a mapping with a `name` key, got {entry!r}.")
+        unknown = set(entry) - {"name", "params", "grid"}
+        if unknown:
+            raise SuiteError(f"{at} has unknown keys {sorted(unknown)}; allowed: name, params, grid.")
+        name = entry["name"]
+        params = entry.get("params") or {}
+        grid = entry.get("grid") or {}
+        if not isinstance(params, dict) or not isinstance(grid, dict):
+            raise SuiteError(f"{at}: `params` and `grid` must be mappings.")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise SuiteError(f"{at}: grid values of {key!r} must be a non-empty list, got {values!r}.")
+        try:
+            cls = registry.get(str(name))
+        except UnknownNameError as exc:
+            raise SuiteError(f"{at}: {exc}") from None
+        keys = list(grid)
+        for point in itertools.product(*(grid[k] for k in keys)):
+            values = {**params, **dict(zip(keys, point))}
+            try:
+                instance = cls(**values)
+            except ArenaError as exc:
+                raise SuiteError(f"{at} ({name}): {exc}") from None
+            specs.append(StrategySpec.of(str(name), cls.version, instance.params))
+    return tuple(dict.fromkeys(specs))  # a grid point listed twice is one strategy
+
+
+def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
+    if not isinstance(data, dict):
+        raise SuiteError(f"a suite must be a YAML mapping, got {type(data).__name__}.")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise SuiteError(f"unknown suite keys {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}.")
+    for required in ("dataset", "seeds", "attackers", "defenders"):
+        if required not in data:
+            raise SuiteError(f"the suite needs `{required}`.")
+    seeds = data["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SuiteError(f"`seeds` must be a non-empty list of integers, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise SuiteError(f"`seeds` repeats a seed: {seeds!r}.")
+    limits_raw = data.get("limits") or {}
+    if not isinstance(limits_raw, dict) or set(limits_raw) - LIMIT_KEYS:
+        raise SuiteError(f"`limits` takes only {', '.join(sorted(LIMIT_KEYS))}.")
+    try:
+        limits = Limits(**{k: type(getattr(Limits, k))(v) for k, v in limits_raw.items()})
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"bad `limits`: {exc}.") from None
+    if limits.attack_timeout_s <= 0 or limits.defense_timeout_s <= 0 or limits.retries < 0 or limits.max_matches < 1:
+        raise SuiteError("`limits`: timeouts must be positive, retries non-negative, max_matches at least 1.")
+    try:
+        clean_budget = float(data.get("clean_budget", DEFAULT_CLEAN_BUDGET))
+        tolerance = float(data.get("stealth_tolerance", DEFAULT_STEALTH_TOLERANCE))
+        epochs_raw = data.get("epochs")
+        epochs = None if epochs_raw is None else int(epochs_raw)
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"bad number in the suite: {exc}.") from None
+    if not 0.0 < clean_budget <= 0.5:
+        raise SuiteError(f"`clean_budget` {clean_budget} must be a fraction in (0, 0.5].")
+    dataset = str(data["dataset"])
+    architecture = str(data.get("architecture", DEFAULT_ARCHITECTURE))
+    task = task_for(dataset, architecture, epochs)
+    build_model(task)
+    attackers = _expand_entries(data["attackers"], ATTACKERS, "attackers")
+    defenders = _expand_entries(data["defenders"], DEFENDERS, "defenders")
+    for group, registry in ((attackers, ATTACKERS), (defenders, DEFENDERS)):
+        for spec in group:
+            try:
+                registry.get(spec.name)(**spec.param_dict).check_task(task)
+            except ParamError as exc:
+                raise SuiteError(f"{spec.name} {spec.param_dict}: {exc}") from None
+    n = len(attackers) * len(defenders) * len(seeds)
+    if n > limits.max_matches:
+        raise SuiteError(
+            f"the suite expands to {n} matches ({len(attackers)} attackers × {len(defenders)} defenders × {len(seeds)} seeds), "
+            f"more than limits.max_matches = {limits.max_matches}; shrink the grids or raise the limit if you mean it."
+        )
+    return Suite(
+        name=str(data.get("name", name)),
+        dataset=dataset,
+        architecture=architecture,
+        clean_budget=clean_budget,
+        epochs=task.epochs,
+        seeds=tuple(seeds),
+        attackers=attackers,
+        defenders=defenders,
+        limits=limits,
+        stealth_tolerance=tolerance,
+        path=path,
+    )
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; a folder means its `suite.yaml`."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "suite.yaml"
+    if not p.exists():
+        raise SuiteError(f"no suite file at {p}.")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SuiteError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
+    default_name = p.parent.name if p.name == "suite.yaml" else p.stem
+    return parse_suite(data, default_name, p)

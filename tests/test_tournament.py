@@ -1,0 +1,125 @@
+"""Tournaments on Ray (started once for this module): reuse, resume, failure isolation."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from arena.match import prepare, run_match
+from arena.registry import DEFENDERS
+from arena.results import ResultsStore
+from arena.store import ArtifactStore
+from arena.suite import parse_suite
+from arena.tournament import run_tournament
+
+PLUGINS = str(Path(__file__).parent / "fixture_plugins")
+TINY = {
+    "name": "tiny",
+    "dataset": "digits",
+    "epochs": 3,
+    "seeds": [0],
+    "attackers": ["none", "badnets", "pruning_aware"],
+    "defenders": ["none", {"name": "fine_tuning", "params": {"steps": 10}}],
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import sys
+
+    import ray
+
+    home = tmp_path_factory.mktemp("tournament-home")
+    os.environ["ARENA_HOME"] = str(home)
+    sys.path.insert(0, PLUGINS)
+    DEFENDERS.refresh()
+    pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
+    yield home
+    ray.shutdown()
+    sys.path.remove(PLUGINS)
+    DEFENDERS.refresh()
+    del os.environ["ARENA_HOME"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_session):
+    results = ResultsStore(ray_session / "results.sqlite")
+    summary = run_tournament(parse_suite(TINY, "tiny"), results)
+    return results, summary
+
+
+def _metrics(frame):
+    cols = ["match_key", "status", "attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility", "artifact_sha256"]
+    return frame[cols].sort_values("match_key").reset_index(drop=True)
+
+
+def test_every_match_is_a_row_and_each_attacked_model_is_trained_once(ray_session, tiny_run):
+    results, summary = tiny_run
+    assert summary.ok == 6 and summary.failed == 0
+    assert summary.attacks_trained == 3  # attackers x seeds; `none` doubles as the honest baseline
+    assert len(list((ray_session / "models").glob("*.json"))) == 3
+    frame = results.frame("tiny")
+    assert len(frame) == 6 and set(frame.status) == {"ok"}
+    assert frame.arena_version.notna().all() and frame.artifact_sha256.notna().all()
+
+
+def test_a_tournament_cell_equals_the_same_match_run_alone(ray_session, tiny_run):
+    results, _ = tiny_run
+    frame = results.frame("tiny")
+    cell = frame[(frame.attacker == "badnets") & (frame.defender == "fine_tuning")].iloc[0]
+    alone = run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 10}, epochs=3), ArtifactStore(ray_session)).to_json()
+    assert alone["cached"]
+    assert cell.defended_asr == alone["defended"]["asr"] and cell.defended_ca == alone["defended"]["ca"]
+
+
+def test_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(ray_session, tiny_run):
+    results, _ = tiny_run
+    before = _metrics(results.frame("tiny"))
+    gone = before.match_key[:2].tolist()
+    results.db.executemany("DELETE FROM matches WHERE suite = 'tiny' AND key = ?", [(k,) for k in gone])
+    summary = run_tournament(parse_suite(TINY, "tiny"), results)
+    assert summary.skipped == 4 and summary.ok == 2 and summary.attacks_trained == 0
+    assert _metrics(results.frame("tiny")).equals(before)
+    again = run_tournament(parse_suite(TINY, "tiny"), results)
+    assert again.skipped == 6 and again.done == 0
+
+
+def test_a_failing_hanging_or_garbage_defense_fails_only_its_own_cells(ray_session):
+    suite = parse_suite(
+        {
+            **TINY,
+            "name": "faulty",
+            "attackers": ["badnets"],
+            "defenders": ["none", "arena_faulty/raises", "arena_faulty/hangs", "arena_faulty/garbage"],
+            "limits": {"defense_timeout_s": 8, "retries": 0},
+        },
+        "faulty",
+    )
+    results = ResultsStore(ray_session / "results.sqlite")
+    summary = run_tournament(suite, results)
+    frame = results.frame("faulty").set_index("defender")
+    assert summary.ok == 1 and summary.failed == 3
+    assert frame.loc["none", "status"] == "ok"
+    assert frame.loc["arena_faulty/raises", "status"] == "error" and "broken on purpose" in frame.loc["arena_faulty/raises", "error"]
+    assert frame.loc["arena_faulty/hangs", "status"] == "timeout"
+    assert frame.loc["arena_faulty/garbage", "status"] == "error" and "not a DefenseOutcome" in frame.loc["arena_faulty/garbage", "error"]
+
+
+def test_cli_tournament_and_results_export(ray_session, tmp_path, capsys):
+    from arena.cli import main
+
+    folder = tmp_path / "cli-suite"
+    folder.mkdir()
+    (folder / "suite.yaml").write_text(json.dumps({**TINY, "name": "cli", "attackers": ["badnets"], "defenders": ["none"]}))
+    assert main(["tournament", str(folder), "--quiet", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["status"] == "ok"
+    assert main(["results", "cli", "--format", "csv"]) == 0
+    csv = capsys.readouterr().out
+    assert csv.startswith("suite,match_key,attacker") and "badnets" in csv
+    out = tmp_path / "r.parquet"
+    assert main(["results", str(folder), "--format", "parquet", "--output", str(out)]) == 0 and out.stat().st_size > 0
+    assert main(["results", "no-such-suite"]) == 2
+    assert "no results" in capsys.readouterr().err
