@@ -160,8 +160,10 @@ def _results_table(frame: Any, title: str) -> Table:
     from arena.registry import ATTACKERS, DEFENDERS
 
     table = Table(title=title, title_justify="left")
-    for column in ("attacker", "defender", "seed", "status", "attacked CA", "attacked ASR", "defended CA", "defended ASR", "utility", "stealthy"):
-        table.add_column(column, justify="right" if column not in ("attacker", "defender", "status") else "left")
+    table.add_column("attacker", overflow="fold")
+    table.add_column("defender", overflow="fold")
+    for column in ("seed", "status", "CA", "ASR", "CA def.", "ASR def.", "u_D", "stealthy"):
+        table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in frame.sort_values(["attacker", "attacker_params", "defender", "defender_params", "seed"]).itertuples():
         a_defaults, d_defaults = _defaults(ATTACKERS, row.attacker), _defaults(DEFENDERS, row.defender)
         status = row.status if row.status == "ok" else f"[red]{row.status}[/]"

@@ -147,8 +147,11 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         raise SuiteError(f"`clean_budget` {clean_budget} must be a fraction in (0, 0.5].")
     dataset = str(data["dataset"])
     architecture = str(data.get("architecture", DEFAULT_ARCHITECTURE))
-    task = task_for(dataset, architecture, epochs)
-    build_model(task)
+    try:
+        task = task_for(dataset, architecture, epochs)
+        build_model(task)
+    except (UnknownNameError, ParamError) as exc:
+        raise SuiteError(str(exc)) from None
     attackers = _expand_entries(data["attackers"], ATTACKERS, "attackers")
     defenders = _expand_entries(data["defenders"], DEFENDERS, "defenders")
     for group, registry in ((attackers, ATTACKERS), (defenders, DEFENDERS)):

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 # Tests share two cores with whatever else runs; one thread keeps timings sane and results exact.
 torch.set_num_threads(1)
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster needs no token file in the home
 
 
 @pytest.fixture
