@@ -160,8 +160,8 @@ def _results_table(frame: Any, title: str) -> Table:
     from arena.registry import ATTACKERS, DEFENDERS
 
     table = Table(title=title, title_justify="left")
-    table.add_column("attacker", overflow="fold")
-    table.add_column("defender", overflow="fold")
+    table.add_column("attacker", overflow="fold", min_width=14)
+    table.add_column("defender", overflow="fold", min_width=12)
     for column in ("seed", "status", "CA", "ASR", "CA def.", "ASR def.", "u_D", "stealthy"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in frame.sort_values(["attacker", "attacker_params", "defender", "defender_params", "seed"]).itertuples():
