@@ -187,13 +187,24 @@ def _results_store() -> Any:
 
 
 def cmd_tournament(args: argparse.Namespace) -> int:
-    from rich.progress import TimeRemainingColumn
-
     from arena.suite import load_suite
-    from arena.tournament import Summary, run_tournament
 
     suite = load_suite(args.suite)
     results = _results_store()
+    summary = _run_suite(suite, results, args)
+    frame = results.frame(suite.name)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    else:
+        Console().print(_results_table(frame, f"suite {suite.name}"))
+    return 0 if summary.failed == 0 else 3
+
+
+def _run_suite(suite: Any, results: Any, args: argparse.Namespace) -> Any:
+    from rich.progress import TimeRemainingColumn
+
+    from arena.tournament import Summary, run_tournament
+
     n = len(suite.matches())
     err.print(
         f"suite {suite.name}: {len(suite.attackers)} attackers × {len(suite.defenders)} defenders × {len(suite.seeds)} seeds = {n} matches on {suite.dataset}"
@@ -219,12 +230,7 @@ def cmd_tournament(args: argparse.Namespace) -> int:
         f"ran {summary.done} matches ({summary.ok} ok, {summary.failed} failed), skipped {summary.skipped} already done; "
         f"attacked models trained {summary.attacks_trained}, from the store {summary.attacks_cached}; {summary.seconds:.1f} s"
     )
-    frame = results.frame(suite.name)
-    if args.json:
-        print(frame.to_json(orient="records"))
-    else:
-        Console().print(_results_table(frame, f"suite {suite.name}"))
-    return 0 if summary.failed == 0 else 3
+    return summary
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -252,6 +258,132 @@ def cmd_results(args: argparse.Namespace) -> int:
             Path(args.output).write_text(text)
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _read_matrix(path: str) -> tuple[list[str], list[str], Any]:
+    import numpy as np
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except FileNotFoundError:
+        raise UsageError(f"no matrix file at {path}.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not a readable CSV matrix ({exc}).") from None
+    if frame.empty:
+        raise UsageError(f"{path} holds no cells: the first row names the attackers, the first column the defenders.")
+    try:
+        values = frame.to_numpy(dtype=float)
+    except ValueError as exc:
+        raise UsageError(f"{path} has a cell that is not a number ({exc}).") from None
+    if not np.all(np.isfinite(values)):
+        raise UsageError(f"{path} has empty or non-finite cells; the game needs every cell.")
+    rows, cols = [str(r) for r in frame.index], [str(c) for c in frame.columns]
+    for what, labels in (("defender (row)", rows), ("attacker (column)", cols)):
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"{path} repeats a {what} label.")
+    return rows, cols, values
+
+
+def cmd_nash(args: argparse.Namespace) -> int:
+    from arena import game
+
+    rows, cols, values = _read_matrix(args.matrix)
+    solution = game.solve_zero_sum(values)
+    result = solution.to_dict(rows, cols)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    console = Console()
+    console.print(f"game value (defender utility at equilibrium): [bold]{solution.value:.4f}[/]   exploitability {solution.exploitability:.2e}")
+    for side, labels, mix in (("defender", rows, solution.defender), ("attacker", cols, solution.attacker)):
+        table = Table(title=f"{side} equilibrium mixture (maximum entropy)", title_justify="left")
+        table.add_column(side)
+        table.add_column("probability", justify="right")
+        for label, p in sorted(zip(labels, mix), key=lambda t: -t[1]):
+            table.add_row(label, f"{p:.4f}")
+        console.print(table)
+    return 0
+
+
+def _suite_path(name: str) -> Any:
+    from pathlib import Path
+
+    path = Path(name)
+    if path.exists():
+        return path
+    candidate = Path("leaderboards") / name / "suite.yaml"
+    if candidate.exists():
+        return candidate
+    raise UsageError(f"no suite {name!r}: give a suite.yaml path, or the name of a folder under ./leaderboards/ holding one.")
+
+
+def _suite_frame(suite: Any, results: Any) -> Any:
+    frame = results.frame(suite.name)
+    keys = {m.key for m in suite.matches()}
+    return frame[frame.match_key.isin(keys)] if not frame.empty else frame
+
+
+def _render_board(board: Any, console: Console) -> None:
+    from rich.text import Text
+
+    if board.solution is None:
+        console.print("[yellow]No complete game: every strategy of one side was left out.[/]")
+    else:
+        console.print(f"[bold]{board.suite}[/]: game value {board.solution.value:.3f} (defender utility at equilibrium), exploitability {board.solution.exploitability:.1e}")
+        s = board.scores
+        for side, labels, mix in (("defender", board.defenders, board.solution.defender), ("attacker", board.attackers, board.solution.attacker)):
+            table = Table(title=f"{side}s", title_justify="left")
+            for column in ("rank", side, "Nash-averaged [90% interval]", "worst case [90% interval]", "worst rank", "eq. weight"):
+                table.add_column(column, justify="left" if column == side else "right")
+            order = sorted(range(len(labels)), key=lambda i: (-s[f"{side}_nash"][i], labels[i]))
+            for i in order:
+                table.add_row(
+                    str(s[f"{side}_nash_rank"][i]),
+                    labels[i],
+                    f"{s[f'{side}_nash'][i]:+.3f} [{s[f'{side}_nash_lo'][i]:+.3f}, {s[f'{side}_nash_hi'][i]:+.3f}]",
+                    f"{s[f'{side}_worst'][i]:+.3f} [{s[f'{side}_worst_lo'][i]:+.3f}, {s[f'{side}_worst_hi'][i]:+.3f}]",
+                    str(s[f"{side}_worst_rank"][i]),
+                    f"{mix[i]:.3f}",
+                )
+            console.print(table)
+        matrix = Table(title="defender utility CA − ASR (rows: defenders, columns: attackers), mean ± sd; CA / ASR below", title_justify="left", show_lines=True)
+        matrix.add_column("")
+        for c in board.attackers:
+            matrix.add_column(c, justify="right", overflow="fold")
+        u, usd, ca, asr = board.matrix, board.spread("utility"), board.mean("defended_ca"), board.mean("defended_asr")
+        for i, r in enumerate(board.defenders):
+            cells = []
+            for j in range(len(board.attackers)):
+                colour = "green" if u[i, j] > 0.5 else "yellow" if u[i, j] > 0 else "red"
+                cells.append(Text.assemble((f"{u[i, j]:+.3f} ± {usd[i, j]:.3f}", colour), f"\n{ca[i, j]:.3f} / {asr[i, j]:.3f}"))
+            matrix.add_row(r, *cells)
+        console.print(matrix)
+    for label, why in sorted(board.excluded.items()):
+        console.print(f"[yellow]left out[/] {label}: {why}")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from arena.leaderboard import build_board, publish
+    from arena.suite import load_suite, with_strategies
+
+    suite = load_suite(_suite_path(args.suite))
+    results = _results_store()
+    if args.action == "refresh":
+        if args.with_:
+            suite = with_strategies(suite, args.with_)
+        cmd = argparse.Namespace(suite=None, address=args.address, cpus=args.cpus, quiet=args.quiet, json=False)
+        _run_suite(suite, results, cmd)
+    frame = _suite_frame(suite, results)
+    if frame.empty:
+        raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
+    board = build_board(frame, suite.name, include_nonstealthy=args.include_nonstealthy)
+    if args.action == "refresh":
+        folder = suite.path.parent if suite.path is not None and suite.path.name == "suite.yaml" else _suite_path(args.suite).parent
+        publish(board, frame, folder)
+        err.print(f"published {folder}/: results.csv, equilibrium.json, README.md, index.html, heatmaps")
+    _render_board(board, Console())
     return 0
 
 
@@ -286,6 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     res.add_argument("--output", default=None, help="write to this file instead of stdout")
     res.set_defaults(func=cmd_results)
+
+    nash = sub.add_parser("nash", help="solve a utility matrix you bring (CSV) for its equilibrium")
+    nash.add_argument("matrix", help="CSV: first row the attacker labels after an empty corner, first column the defender labels, cells the defender's utility")
+    nash.add_argument("--json", action="store_true", help="one JSON object: value, defender, attacker, exploitability")
+    nash.set_defaults(func=cmd_nash)
+
+    board = sub.add_parser("leaderboard", help="show or refresh a suite's leaderboard")
+    board.add_argument("action", choices=["show", "refresh"])
+    board.add_argument("suite", help="suite name (folder under ./leaderboards/) or suite.yaml path")
+    board.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="also play this registered strategy (e.g. a plugin package/name)")
+    board.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
+    board.add_argument("--address", default=None, help="Ray cluster to attach to")
+    board.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray")
+    board.add_argument("--quiet", action="store_true", help="no progress display")
+    board.set_defaults(func=cmd_leaderboard)
 
     lst = sub.add_parser("list", help="list registered attackers and defenders")
     lst.add_argument("kind", nargs="?", choices=["attackers", "defenders"], help="only this kind")

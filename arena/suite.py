@@ -181,6 +181,25 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
     )
 
 
+def with_strategies(suite: Suite, names: list[str]) -> Suite:
+    """The suite plus registered strategies (defaults) named on the command line, e.g. a plugin."""
+    import dataclasses
+
+    attackers, defenders = list(suite.attackers), list(suite.defenders)
+    for name in names:
+        if name in ATTACKERS.names():
+            registry, group = ATTACKERS, attackers
+        elif name in DEFENDERS.names():
+            registry, group = DEFENDERS, defenders
+        else:
+            raise SuiteError(str(UnknownNameError("strategy", name, ATTACKERS.names() + DEFENDERS.names())))
+        cls = registry.get(name)
+        spec = StrategySpec.of(name, cls.version, cls().params)
+        if spec not in group:
+            group.append(spec)
+    return dataclasses.replace(suite, attackers=tuple(attackers), defenders=tuple(defenders))
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; a folder means its `suite.yaml`."""
     p = Path(path)

@@ -1,0 +1,246 @@
+"""The game between attackers and defenders (DESIGN.md §6): pure functions of a utility matrix.
+
+Rows are defender strategies, columns attacker strategies, cells the defender's utility
+u_D = CA − ASR. Zero-sum by default (u_A = −u_D): solved exactly by linear programming, then
+refined to the maximum-entropy equilibrium, which is unique and which a duplicated strategy
+cannot move (Balduzzi et al., "Re-evaluating evaluation", 2018: Nash averaging).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linprog, minimize
+
+TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class ZeroSumSolution:
+    value: float  # the defender's guaranteed utility at equilibrium
+    defender: np.ndarray  # row mixture
+    attacker: np.ndarray  # column mixture
+    exploitability: float  # how much a best response gains against the pair; 0 at equilibrium
+
+    def to_dict(self, rows: list[str], cols: list[str]) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "defender": {r: float(p) for r, p in zip(rows, self.defender)},
+            "attacker": {c: float(p) for c, p in zip(cols, self.attacker)},
+            "exploitability": self.exploitability,
+        }
+
+
+def _check(matrix: np.ndarray) -> np.ndarray:
+    a = np.asarray(matrix, dtype=float)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"a utility matrix must be 2-D and non-empty, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("a utility matrix must hold finite numbers only")
+    return a
+
+
+def exploitability(matrix: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Attacker's best-response gain plus defender's: (max_i (A y)_i) − (min_j (xᵀA)_j) ≥ 0."""
+    a = _check(matrix)
+    return float(np.max(a @ y) - np.min(x @ a))
+
+
+def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
+    """max_x min_j (xᵀA)_j over mixtures x: the row player's LP."""
+    m, n = a.shape
+    # variables (x_1..x_m, v); minimise -v; A_jᵀx >= v  <=>  -Aᵀx + v <= 0
+    c = np.zeros(m + 1)
+    c[-1] = -1.0
+    a_ub = np.hstack([-a.T, np.ones((n, 1))])
+    a_eq = np.hstack([np.ones((1, m)), np.zeros((1, 1))])
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=[(0, None)] * m + [(None, None)], method="highs")
+    if not res.success:  # pragma: no cover - a bounded feasible LP always solves
+        raise RuntimeError(f"linear program failed: {res.message}")
+    x = np.clip(res.x[:m], 0, None)
+    return float(res.x[-1]), x / x.sum()
+
+
+def _max_entropy(a: np.ndarray, value: float, start: np.ndarray) -> np.ndarray:
+    """The maximum-entropy mixture among those that guarantee `value` against every column."""
+    m = a.shape[0]
+    if m == 1:
+        return np.ones(1)
+    slack = 1e-9 * max(1.0, float(np.abs(a).max()))
+
+    def neg_entropy(x: np.ndarray) -> float:
+        x = np.clip(x, 1e-300, None)
+        return float(np.sum(x * np.log(x)))
+
+    def grad(x: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(x, 1e-300, None)) + 1.0
+
+    constraints = [
+        {"type": "eq", "fun": lambda x: np.sum(x) - 1.0, "jac": lambda x: np.ones(m)},
+        {"type": "ineq", "fun": lambda x: a.T @ x - value + slack, "jac": lambda x: a.T},
+    ]
+    # start strictly inside the simplex, close to the LP optimum
+    x0 = 0.999 * start + 0.001 / m
+    res = minimize(neg_entropy, x0, jac=grad, bounds=[(0.0, 1.0)] * m, constraints=constraints, method="SLSQP", options={"maxiter": 500, "ftol": 1e-12})
+    x = np.clip(res.x, 0, None)
+    x = x / x.sum()
+    # keep the refinement only if it is still an equilibrium strategy
+    return x if np.min(x @ a) >= value - 1e-6 * max(1.0, float(np.abs(a).max())) else start
+
+
+def _tidy(p: np.ndarray) -> np.ndarray:
+    """Solver dust (weights below 1e-6) to exact zeros, so supports read cleanly."""
+    p = np.where(p < 1e-6, 0.0, p)
+    return p / p.sum()
+
+
+def solve_zero_sum(matrix: np.ndarray, max_entropy: bool = True) -> ZeroSumSolution:
+    """Equilibrium of the zero-sum game where the row player receives `matrix` and the column player its negation."""
+    a = _check(matrix)
+    value, x = _maximin(a)
+    value_col, y = _maximin(-a.T)  # the column player's maximin of −A
+    value_col = -value_col
+    if max_entropy:
+        x = _tidy(_max_entropy(a, value, x))
+        y = _tidy(_max_entropy(-a.T, -value_col, y))
+    return ZeroSumSolution(value=value, defender=x, attacker=y, exploitability=exploitability(a, x, y))
+
+
+# ---------------------------------------------------------------------------------------------
+# General-sum, through nashpy, every answer verified
+
+
+@dataclass(frozen=True)
+class GeneralSumSolution:
+    method: str
+    equilibria: list[tuple[np.ndarray, np.ndarray]]
+    note: str
+
+
+def is_equilibrium(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float = 1e-6) -> bool:
+    """Neither player gains more than `tol` by deviating (no exact float equality)."""
+    if np.any(x < -tol) or np.any(y < -tol) or abs(x.sum() - 1) > tol or abs(y.sum() - 1) > tol:
+        return False
+    return bool(np.max(a @ y) <= x @ a @ y + tol and np.max(x @ b) <= x @ b @ y + tol)
+
+
+def _lemke_howson_worker(a: np.ndarray, b: np.ndarray, label: int, queue: Any) -> None:
+    import warnings
+
+    import nashpy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = nashpy.Game(a, b).lemke_howson(initial_dropped_label=label)
+    queue.put((np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
+
+
+def solve_general_sum(a: np.ndarray, b: np.ndarray, time_limit_s: float = 10.0) -> GeneralSumSolution:
+    """Equilibria of the bimatrix game (A for rows, B for columns).
+
+    Small games (both sides ≤ 6 strategies): vertex enumeration, which finds every extreme
+    equilibrium of a nondegenerate game and stays fast at that size. Larger games: Lemke-Howson
+    from each initial label, each run in a separate process under `time_limit_s` because it can
+    loop forever on degenerate games. Every returned profile is checked by `is_equilibrium`;
+    the ones that fail are dropped and counted in the note.
+    """
+    import warnings
+
+    import nashpy
+
+    a, b = _check(a), _check(b)
+    if a.shape != b.shape:
+        raise ValueError(f"payoff matrices differ in shape: {a.shape} and {b.shape}")
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    rejected = 0
+    if max(a.shape) <= 6:
+        method = "vertex_enumeration"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            candidates = list(nashpy.Game(a, b).vertex_enumeration())
+    else:
+        method = "lemke_howson"
+        candidates = []
+        ctx = mp.get_context("spawn")
+        for label in range(sum(a.shape)):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_lemke_howson_worker, args=(a, b, label, queue), daemon=True)
+            proc.start()
+            proc.join(time_limit_s)
+            if proc.is_alive():
+                proc.kill()
+                rejected += 1
+                continue
+            if not queue.empty():
+                candidates.append(queue.get())
+    for x, y in candidates:
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if x.shape == (a.shape[0],) and y.shape == (a.shape[1],) and np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and is_equilibrium(a, b, x, y):
+            if not any(np.allclose(x, fx, atol=1e-6) and np.allclose(y, fy, atol=1e-6) for fx, fy in found):
+                found.append((x, y))
+        else:
+            rejected += 1
+    note = f"{method}: {len(found)} verified equilibria" + (f", {rejected} runs rejected (invalid or over the time limit)" if rejected else "")
+    return GeneralSumSolution(method, found, note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rankings
+
+
+def nash_averaged(matrix: np.ndarray, solution: ZeroSumSolution) -> tuple[np.ndarray, np.ndarray]:
+    """(defender scores, attacker scores): each strategy's utility against the other side's
+    maximum-entropy equilibrium mixture. Attacker utility is −u_D."""
+    a = _check(matrix)
+    return a @ solution.attacker, -(solution.defender @ a)
+
+
+def worst_case(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(defender scores, attacker scores): each strategy's utility against its worst opponent."""
+    a = _check(matrix)
+    return a.min(axis=1), -a.max(axis=0)
+
+
+def interval_ranks(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Rank 1 + the number of entries whose interval lies wholly above this one's: entries
+    whose intervals overlap share a rank (higher scores are better)."""
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+    return np.array([1 + int(np.sum(lower > upper[i])) for i in range(len(lower))])
+
+
+def bootstrap_scores(cells: np.ndarray, replicates: int = 200, seed: int = 0, level: float = 0.9) -> dict[str, np.ndarray]:
+    """Bootstrap over seeds. `cells` is (defenders, attackers, seeds) of per-seed utilities
+    (NaN where a seed is missing). Each replicate resamples the seeds of every cell, solves the
+    game, and scores both sides; returns percentile intervals of the four scores."""
+    rng = np.random.default_rng(seed)
+    d, a, s = cells.shape
+    keys = ("defender_nash", "attacker_nash", "defender_worst", "attacker_worst")
+    draws: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for _ in range(replicates):
+        idx = rng.integers(0, s, size=(d, a, s))
+        sample = np.take_along_axis(cells, idx, axis=2)
+        matrix = np.nanmean(sample, axis=2)
+        if not np.all(np.isfinite(matrix)):
+            matrix = np.where(np.isfinite(matrix), matrix, np.nanmean(cells, axis=2))
+        sol = solve_zero_sum(matrix)
+        dn, an = nash_averaged(matrix, sol)
+        dw, aw = worst_case(matrix)
+        for k, v in zip(keys, (dn, an, dw, aw)):
+            draws[k].append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    out: dict[str, np.ndarray] = {}
+    for k in keys:
+        stack = np.vstack(draws[k])
+        out[k + "_lo"] = np.percentile(stack, lo, axis=0)
+        out[k + "_hi"] = np.percentile(stack, hi, axis=0)
+    return out
+
+
+def entropy(p: np.ndarray) -> float:
+    p = np.asarray(p, float)
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p))) if len(p) else math.nan

@@ -1,0 +1,269 @@
+"""Leaderboards: the utility matrix, the equilibrium and the rankings of a suite, and the
+published files under leaderboards/<suite>/. Everything here is a pure function of the results
+rows, except `publish`, which writes the files."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import arena
+from arena import game
+
+METRICS = ("utility", "defended_ca", "defended_asr")
+
+
+def strategy_label(name: str, params_json: str, defaults: dict[str, Any]) -> str:
+    """A strategy as the game names it: its name plus the parameters that differ from the defaults."""
+    params = json.loads(params_json)
+    changed = {k: v for k, v in sorted(params.items()) if defaults.get(k) != v}
+    return name + ("(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
+def _defaults(kind: str, name: str) -> dict[str, Any]:
+    from arena.errors import ArenaError
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    try:
+        return dict((ATTACKERS if kind == "attacker" else DEFENDERS).get(name).space.defaults())
+    except ArenaError:
+        return {}
+
+
+def label_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["attacker_label"] = [strategy_label(n, p, _defaults("attacker", n)) for n, p in zip(out.attacker, out.attacker_params)]
+    out["defender_label"] = [strategy_label(n, p, _defaults("defender", n)) for n, p in zip(out.defender, out.defender_params)]
+    return out
+
+
+@dataclass
+class Board:
+    """A suite's game: the matrix that was solved and everything left out of it, with reasons."""
+
+    suite: str
+    defenders: list[str]
+    attackers: list[str]
+    seeds: list[int]
+    cells: dict[str, np.ndarray]  # metric -> (defenders, attackers, seeds), NaN where missing
+    excluded: dict[str, str] = field(default_factory=dict)  # label -> why it is not in the game
+    solution: game.ZeroSumSolution | None = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.nanmean(self.cells["utility"], axis=2)
+
+    def mean(self, metric: str) -> np.ndarray:
+        return np.nanmean(self.cells[metric], axis=2)
+
+    def spread(self, metric: str) -> np.ndarray:
+        c = self.cells[metric]
+        return np.nanstd(c, axis=2, ddof=1) if c.shape[2] > 1 else np.zeros(c.shape[:2])
+
+
+def build_board(frame: pd.DataFrame, suite: str, include_nonstealthy: bool = False, replicates: int = 200) -> Board:
+    """The game of a suite's results: drop failed cells' strategies and (by default) non-stealthy
+    attacks, say why, never fill a gap; solve; score with bootstrap intervals over seeds."""
+    if frame.empty:
+        raise ValueError(f"suite {suite!r} has no results")
+    f = label_frame(frame)
+    excluded: dict[str, str] = {}
+    ok = f[f.status == "ok"]
+    if not include_nonstealthy:
+        for label, group in ok.groupby("attacker_label"):
+            if not group.stealthy.all():
+                excluded[label] = "not stealthy: its undefended clean accuracy fell more than the tolerance below honest on " + f"{int((~group.stealthy.astype(bool)).sum())} of {len(group)} matches"
+    failed = f[f.status != "ok"]
+    for label, group in failed.groupby("defender_label"):
+        excluded.setdefault(label, f"{len(group)} failed matches ({', '.join(sorted(set(group.status)))}): e.g. {str(group.error.iloc[0])[:120]}")
+    keep = f[~f.defender_label.isin(excluded) & ~f.attacker_label.isin(excluded)]
+    defenders = sorted(set(keep.defender_label))
+    attackers = sorted(set(keep.attacker_label))
+    seeds = sorted(set(int(s) for s in keep.seed))
+    cells = {m: np.full((len(defenders), len(attackers), len(seeds)), np.nan) for m in METRICS}
+    di, ai, si = ({v: i for i, v in enumerate(xs)} for xs in (defenders, attackers, seeds))
+    for row in keep.itertuples():
+        for m in METRICS:
+            cells[m][di[row.defender_label], ai[row.attacker_label], si[int(row.seed)]] = getattr(row, m)
+    # a cell with no seed at all (never run, or all failed) is never filled: its attacker goes
+    missing = np.isnan(cells["utility"]).all(axis=2)
+    for j, label in enumerate(attackers):
+        if missing[:, j].any():
+            excluded[label] = "incomplete: no result against " + ", ".join(d for d, miss in zip(defenders, missing[:, j]) if miss)
+    keep_cols = [j for j, label in enumerate(attackers) if label not in excluded]
+    attackers = [attackers[j] for j in keep_cols]
+    cells = {m: c[:, keep_cols, :] for m, c in cells.items()}
+    board = Board(suite, defenders, attackers, seeds, cells, excluded)
+    if defenders and attackers:
+        board.solution = game.solve_zero_sum(board.matrix)
+        dn, an = game.nash_averaged(board.matrix, board.solution)
+        dw, aw = game.worst_case(board.matrix)
+        board.scores = {"defender_nash": dn, "attacker_nash": an, "defender_worst": dw, "attacker_worst": aw}
+        board.scores.update(game.bootstrap_scores(cells["utility"], replicates=replicates))
+        for side in ("defender", "attacker"):
+            for kind in ("nash", "worst"):
+                board.scores[f"{side}_{kind}_rank"] = game.interval_ranks(board.scores[f"{side}_{kind}_lo"], board.scores[f"{side}_{kind}_hi"])
+    return board
+
+
+def _git_commit() -> str | None:
+    from arena.match import git_commit
+
+    return git_commit()
+
+
+def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
+    """The published equilibrium: value, mixtures, exploitability, rankings, provenance."""
+    f = label_frame(frame)
+    versions = {f"attacker/{n}": v for n, v in zip(f.attacker, f.attacker_version)} | {f"defender/{n}": v for n, v in zip(f.defender, f.defender_version)}
+    out: dict[str, Any] = {
+        "suite": board.suite,
+        "game": "zero-sum, defender utility u_D = CA - ASR, attacker utility -u_D; maximum-entropy equilibrium",
+        "seeds": board.seeds,
+        "excluded": board.excluded,
+        "provenance": {
+            "arena_version": arena.__version__,
+            "git_commit": _git_commit(),
+            "strategy_versions": dict(sorted(versions.items())),
+            "date": time.strftime("%Y-%m-%d"),
+            "results_git_commits": sorted(set(str(c) for c in f.git_commit.dropna())),
+        },
+    }
+    if board.solution is None:
+        out["value"] = None
+        return out
+    out.update(board.solution.to_dict(board.defenders, board.attackers))
+    s = board.scores
+    for side, labels in (("defender", board.defenders), ("attacker", board.attackers)):
+        out[f"{side}_ranking"] = sorted(
+            (
+                {
+                    "strategy": label,
+                    "nash_averaged": float(s[f"{side}_nash"][i]),
+                    "nash_averaged_interval": [float(s[f"{side}_nash_lo"][i]), float(s[f"{side}_nash_hi"][i])],
+                    "nash_rank": int(s[f"{side}_nash_rank"][i]),
+                    "worst_case": float(s[f"{side}_worst"][i]),
+                    "worst_case_interval": [float(s[f"{side}_worst_lo"][i]), float(s[f"{side}_worst_hi"][i])],
+                    "worst_case_rank": int(s[f"{side}_worst_rank"][i]),
+                    "equilibrium_probability": float((board.solution.defender if side == "defender" else board.solution.attacker)[i]),
+                }
+                for i, label in enumerate(labels)
+            ),
+            key=lambda r: (-r["nash_averaged"], r["strategy"]),
+        )
+    out["matrix"] = {
+        "rows": board.defenders,
+        "columns": board.attackers,
+        **{m: board.mean(m).round(6).tolist() for m in METRICS},
+        **{f"{m}_sd": board.spread(m).round(6).tolist() for m in METRICS},
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Published files
+
+
+def _heatmap(path: Path, values: np.ndarray, rows: list[str], cols: list[str], title: str, cmap: str, vmin: float, vmax: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cols), 1.2 + 0.55 * len(rows)))
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), labels=cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), labels=rows, fontsize=8)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8, color="black")
+    ax.set_xlabel("attacker")
+    ax.set_ylabel("defender")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamps: reruns give the same bytes
+    plt.close(fig)
+
+
+def markdown_page(eq: dict[str, Any]) -> str:
+    lines = [f"# Leaderboard: {eq['suite']}", "", f"{eq['game']}. Seeds: {', '.join(map(str, eq['seeds']))}. "
+             f"arena {eq['provenance']['arena_version']}, commit {eq['provenance']['git_commit'] or 'unknown'}, {eq['provenance']['date']}.", ""]
+    if eq.get("value") is None:
+        lines += ["No complete game could be formed from the results.", ""]
+    else:
+        lines += [f"**Game value** (defender utility at equilibrium): {eq['value']:.3f}; exploitability of the reported pair: {eq['exploitability']:.2e}.", ""]
+        for side in ("defender", "attacker"):
+            lines += [f"## {side.capitalize()}s", "", "| rank (Nash) | strategy | Nash-averaged utility | 90% interval | worst case | 90% interval | rank (worst) | equilibrium weight |", "|---|---|---|---|---|---|---|---|"]
+            for r in eq[f"{side}_ranking"]:
+                lo, hi = r["nash_averaged_interval"]
+                wlo, whi = r["worst_case_interval"]
+                lines.append(f"| {r['nash_rank']} | `{r['strategy']}` | {r['nash_averaged']:.3f} | [{lo:.3f}, {hi:.3f}] | {r['worst_case']:.3f} | [{wlo:.3f}, {whi:.3f}] | {r['worst_case_rank']} | {r['equilibrium_probability']:.3f} |")
+            lines.append("")
+        mat = eq["matrix"]
+        lines += ["## Defender utility (CA − ASR), mean ± sd over seeds", "", "| defender \\ attacker | " + " | ".join(f"`{c}`" for c in mat["columns"]) + " |", "|---|" + "---|" * len(mat["columns"])]
+        for i, r in enumerate(mat["rows"]):
+            lines.append(f"| `{r}` | " + " | ".join(f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
+        lines += ["", "![utility](utility.png) ![clean accuracy](ca.png) ![attack success](asr.png)", ""]
+        lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]
+    if eq["excluded"]:
+        lines += ["## Left out of the game", ""] + [f"- `{k}`: {v}" for k, v in sorted(eq["excluded"].items())] + [""]
+    lines += ["Files: `results.csv` (one row per match), `equilibrium.json`, `index.html`, heatmaps. Regenerate with `arena leaderboard refresh " + eq["suite"] + "`.", ""]
+    return "\n".join(lines)
+
+
+def html_page(eq: dict[str, Any]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>arena leaderboard: {e(eq['suite'])}</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f4f4f4}td.s{text-align:left;font-family:monospace}</style>",
+        "</head><body>",
+        f"<h1>Leaderboard: {e(eq['suite'])}</h1>",
+        f"<p>{e(eq['game'])}. arena {e(eq['provenance']['arena_version'])}, commit {e(str(eq['provenance']['git_commit']))}, {e(eq['provenance']['date'])}.</p>",
+    ]
+    if eq.get("value") is not None:
+        parts.append(f"<p>Game value: <span id='value'>{eq['value']:.4f}</span>; exploitability <span id='exploitability'>{eq['exploitability']:.2e}</span>.</p>")
+        for side in ("defender", "attacker"):
+            parts.append(f"<h2>{side.capitalize()}s</h2><table id='{side}-ranking'><tr><th>rank</th><th>strategy</th><th>Nash-averaged</th><th>interval</th><th>worst case</th><th>equilibrium weight</th></tr>")
+            for r in eq[f"{side}_ranking"]:
+                lo, hi = r["nash_averaged_interval"]
+                parts.append(
+                    f"<tr><td>{r['nash_rank']}</td><td class='s'>{e(r['strategy'])}</td><td>{r['nash_averaged']:.4f}</td><td>[{lo:.3f}, {hi:.3f}]</td>"
+                    f"<td>{r['worst_case']:.4f}</td><td>{r['equilibrium_probability']:.4f}</td></tr>"
+                )
+            parts.append("</table>")
+        mat = eq["matrix"]
+        parts.append("<h2>Defender utility</h2><table id='utility-matrix'><tr><th>defender \\ attacker</th>" + "".join(f"<th>{e(c)}</th>" for c in mat["columns"]) + "</tr>")
+        for i, r in enumerate(mat["rows"]):
+            parts.append(f"<tr><td class='s'>{e(r)}</td>" + "".join(f"<td>{mat['utility'][i][j]:.4f}</td>" for j in range(len(mat["columns"]))) + "</tr>")
+        parts.append("</table><p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
+    if eq["excluded"]:
+        parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def publish(board: Board, frame: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """Write the leaderboard's files into `folder`; returns the equilibrium JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
+    tidy.to_csv(folder / "results.csv", index=False)
+    eq = equilibrium_json(board, frame)
+    (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")
+    (folder / "README.md").write_text(markdown_page(eq))
+    (folder / "index.html").write_text(html_page(eq))
+    if board.solution is not None:
+        _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0)
+        _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0)
+        _heatmap(folder / "asr.png", board.mean("defended_asr"), board.defenders, board.attackers, "attack success after defense", "Reds", 0.0, 1.0)
+    return eq
