@@ -123,3 +123,24 @@ def test_cli_tournament_and_results_export(ray_session, tmp_path, capsys):
     assert main(["results", str(folder), "--format", "parquet", "--output", str(out)]) == 0 and out.stat().st_size > 0
     assert main(["results", "no-such-suite"]) == 2
     assert "no results" in capsys.readouterr().err
+
+
+def test_leaderboard_refresh_runs_missing_cells_and_publishes(ray_session, tmp_path, capsys):
+    from arena.cli import main
+
+    folder = tmp_path / "board"
+    folder.mkdir()
+    suite = {**TINY, "name": "board", "attackers": ["badnets", "pruning_aware"], "defenders": ["none", {"name": "fine_tuning", "params": {"steps": 10}}]}
+    (folder / "suite.yaml").write_text(json.dumps(suite))
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "game value" in out
+    eq = json.loads((folder / "equilibrium.json").read_text())
+    assert set(eq["defender"]) == {"none", "fine_tuning(steps=10)"} and eq["exploitability"] < 1e-6
+    for name in ("results.csv", "README.md", "index.html", "utility.png"):
+        assert (folder / name).exists()
+    # a new strategy named on the command line is played against every opponent, the rest reused
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet", "--with", "pruning"]) == 0
+    assert "pruning" in json.loads((folder / "equilibrium.json").read_text())["defender"]
+    assert main(["leaderboard", "show", str(folder / "suite.yaml")]) == 0
+    assert "fine_tuning(steps=10)" in capsys.readouterr().out
