@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 import arena
@@ -142,35 +148,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(name: str, params_json: str, defaults: dict[str, Any]) -> str:
-    """A strategy's name plus the parameters that differ from its defaults."""
-    params = json.loads(params_json)
-    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
-
-
-def _defaults(registry: Any, name: str) -> dict[str, Any]:
-    try:
-        return dict(registry.get(name).space.defaults())
-    except ArenaError:  # a strategy no longer registered, or a plugin that fails to load
-        return {}
-
-
 def _results_table(frame: Any, title: str) -> Table:
-    from arena.registry import ATTACKERS, DEFENDERS
+    from arena.leaderboard import label_frame
 
     table = Table(title=title, title_justify="left")
     table.add_column("attacker", overflow="fold", min_width=14)
     table.add_column("defender", overflow="fold", min_width=12)
     for column in ("seed", "status", "CA", "ASR", "CA def.", "ASR def.", "u_D", "stealthy"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
-    for row in frame.sort_values(["attacker", "attacker_params", "defender", "defender_params", "seed"]).itertuples():
-        a_defaults, d_defaults = _defaults(ATTACKERS, row.attacker), _defaults(DEFENDERS, row.defender)
+    for row in label_frame(frame).sort_values(["attacker_label", "defender_label", "seed"]).itertuples():
         status = row.status if row.status == "ok" else f"[red]{row.status}[/]"
         ok = row.status == "ok"
         table.add_row(
-            _label(row.attacker, row.attacker_params, a_defaults),
-            _label(row.defender, row.defender_params, d_defaults),
+            row.attacker_label,
+            row.defender_label,
             str(row.seed),
             status,
             *(_fmt(getattr(row, c)) if ok else "" for c in ("attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility")),

@@ -22,7 +22,15 @@ from arena import metrics
 from arena.data import PlayerSplits, load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import build_model
-from arena.protocol import InputFilter, ProgressFn, Split, TaskSpec, Trigger, Verdict, no_progress
+from arena.protocol import (
+    InputFilter,
+    ProgressFn,
+    Split,
+    TaskSpec,
+    Trigger,
+    Verdict,
+    no_progress,
+)
 from arena.registry import ATTACKERS, DEFENDERS
 from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed
 from arena.store import ArtifactStore

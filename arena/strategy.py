@@ -18,7 +18,17 @@ from torch import nn
 from arena.errors import ParamError, StrategyError
 from arena.models import build_model
 from arena.params import Space
-from arena.protocol import AttackOutput, DefenseOutcome, InputFilter, ProgressFn, Split, TaskSpec, Trigger, Verdict, no_progress
+from arena.protocol import (
+    AttackOutput,
+    DefenseOutcome,
+    InputFilter,
+    ProgressFn,
+    Split,
+    TaskSpec,
+    Trigger,
+    Verdict,
+    no_progress,
+)
 
 
 class Strategy(ABC):

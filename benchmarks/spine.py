@@ -61,7 +61,7 @@ def quality(dataset: str, seeds: list[int], home: str | None) -> None:
             )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"quality-{dataset}.json").write_text(json.dumps(rows, indent=1))
-    print(f"| attacker | defender | honest CA | attacked CA | attacked ASR | defended CA | defended ASR | CA − honest | utility | stealthy | attack s | defense s |")
+    print("| attacker | defender | honest CA | attacked CA | attacked ASR | defended CA | defended ASR | CA − honest | utility | stealthy | attack s | defense s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for attacker, defender in PAIRS:
         sel = [r for r in rows if r["attacker"]["name"] == attacker and r["defender"]["name"] == defender]

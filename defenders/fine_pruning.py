@@ -6,7 +6,7 @@ from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 from defenders.fine_tuning import FINE_TUNE_SPACE, fine_tune
 from defenders.pruning import PRUNE_SPACE
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from arena.protocol import DefenseOutcome
 from arena.registry import register_defender
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 
 
 @register_defender

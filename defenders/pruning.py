@@ -6,7 +6,7 @@ from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 
 PRUNE_SPACE = Space(
     max_accuracy_drop=Float(0.04, 0.0, 1.0, help="stop before clean accuracy falls more than this"),

@@ -11,7 +11,7 @@ from arena.match import prepare, run_match
 from arena.protocol import DefenseOutcome, Goal, Trigger
 from arena.registry import DEFENDERS
 from arena.store import ArtifactStore
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 
 
 class Spy(Defender):

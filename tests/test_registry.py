@@ -5,7 +5,13 @@ import pytest
 from arena.errors import UnknownNameError
 from arena.params import Space
 from arena.protocol import DefenseOutcome
-from arena.registry import ATTACKERS, DEFENDERS, PluginLoadError, RegistrationError, Registry
+from arena.registry import (
+    ATTACKERS,
+    DEFENDERS,
+    PluginLoadError,
+    RegistrationError,
+    Registry,
+)
 from arena.strategy import Defender
 
 
