@@ -378,6 +378,28 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import os
+
+    from arena.contract import check
+
+    results = check(args.kind, args.strategy, time_budget_s=args.time_budget)
+    table = Table(title=f"contract of {args.kind} {args.strategy}", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in results:
+        table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+    Console().print(table)
+    failed = [c for c in results if not c.ok]
+    if failed:
+        err.print(f"[red]{len(failed)} check(s) failed.[/]")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # a strategy that overran its budget may still be running in a thread: do not wait for it
+    os._exit(1 if failed else 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Backdoor attacks play against defenses.")
     parser.add_argument("--version", action="version", version=f"arena {arena.__version__}")
@@ -424,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray")
     board.add_argument("--quiet", action="store_true", help="no progress display")
     board.set_defaults(func=cmd_leaderboard)
+
+    chk = sub.add_parser("check", help="run the strategy contract on tiny data (for plugin authors)")
+    chk.add_argument("kind", choices=["attacker", "defender"])
+    chk.add_argument("strategy", help="registered name (e.g. package/name) or path/to/file.py:ClassName")
+    chk.add_argument("--time-budget", type=float, default=60.0, help="seconds one run may take (default 60)")
+    chk.set_defaults(func=cmd_check)
 
     lst = sub.add_parser("list", help="list registered attackers and defenders")
     lst.add_argument("kind", nargs="?", choices=["attackers", "defenders"], help="only this kind")

@@ -95,7 +95,7 @@ class Attacker(Strategy):
     @final
     def attack(self, task: TaskSpec, data: Split, generator: torch.Generator, progress: ProgressFn = no_progress) -> AttackOutput:
         self.check_task(task)
-        out = self.run(AttackContext(task, data, generator, progress))
+        out = self.run(AttackContext(task, Split(data.x.clone(), data.y.clone()), generator, progress))
         who = f"attacker {self.name!r}"
         if not isinstance(out, AttackOutput) or not isinstance(out.model, nn.Module):
             raise StrategyError(f"{who} returned {type(out).__name__}, not an AttackOutput with a model.")
@@ -156,9 +156,9 @@ class Defender(Strategy):
         if self.requires_prunable and not hasattr(model, "last_conv_activations"):
             raise ParamError(f"{who} needs a model with a prunable last conv layer; {type(model).__name__} has none.")
         self.check_task(task)
-        # A private copy: whatever the hook does to it, the caller's model is untouched.
+        # Private copies: whatever the hook does to them, the caller's model and data are untouched.
         given = copy.deepcopy(model).eval()
-        out = self.run(given, DefenseContext(task, clean, generator, progress))
+        out = self.run(given, DefenseContext(task, Split(clean.x.clone(), clean.y.clone()), generator, progress))
         if not isinstance(out, DefenseOutcome):
             raise StrategyError(f"{who} returned {type(out).__name__}, not a DefenseOutcome.")
         if out.model is not None:

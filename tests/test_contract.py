@@ -1,54 +1,140 @@
-"""One contract, every registered strategy: metadata, space, pickling, determinism, output checks."""
+"""Every registered strategy passes the same contract a plugin author runs with `arena check`."""
 
-import pickle
+import textwrap
 
 import pytest
-import torch
 
-from arena.data import load_dataset, player_splits
-from arena.match import task_for
-from arena.protocol import AttackOutput, DefenseOutcome
+from arena.contract import AttackerContract, DefenderContract, check
 from arena.registry import ATTACKERS, DEFENDERS
-
-TASK = task_for("digits", "badnets_cnn", epochs=2)
-SPLITS = player_splits(load_dataset("digits"), 0.05)
-
-
-def _metadata_ok(cls):
-    assert cls.version and cls.paper and cls.deviations
-    assert cls.summary(), f"{cls.name} needs a one-line docstring"
-    instance = cls()
-    assert instance.params == cls.space.defaults()
-    assert set(cls.space.tune_space()) == set(cls.space)
-    clone = pickle.loads(pickle.dumps(instance))  # Ray ships strategies to workers
-    assert clone.params == instance.params
 
 
 @pytest.mark.parametrize("name", ATTACKERS.names())
 def test_attacker_contract(name):
-    cls = ATTACKERS.get(name)
-    _metadata_ok(cls)
-    outs = [cls().attack(TASK, SPLITS.attacker, torch.Generator().manual_seed(7)) for _ in range(2)]
-    assert all(isinstance(o, AttackOutput) for o in outs)
-    a, b = (o.model.state_dict() for o in outs)
-    assert all(torch.equal(a[k], b[k]) for k in a), "not deterministic under a seed"
-    assert [t.to_dict() for t in outs[0].triggers] == [t.to_dict() for t in outs[1].triggers]
-
-
-@pytest.fixture(scope="module")
-def victim():
-    return ATTACKERS.get("badnets")().attack(TASK, SPLITS.attacker, torch.Generator().manual_seed(3)).model
+    results = check("attacker", name)
+    assert all(c.ok for c in results), [(c.name, c.detail) for c in results if not c.ok]
 
 
 @pytest.mark.parametrize("name", DEFENDERS.names())
-def test_defender_contract(name, victim):
-    cls = DEFENDERS.get(name)
-    _metadata_ok(cls)
-    before = {k: v.clone() for k, v in victim.state_dict().items()}
-    outs = [cls().defend(victim, TASK, SPLITS.clean, torch.Generator().manual_seed(5)) for _ in range(2)]
-    assert all(torch.equal(before[k], v) for k, v in victim.state_dict().items()), "mutated the model it was given"
-    assert all(isinstance(o, DefenseOutcome) for o in outs)
-    if outs[0].model is not None:
-        a, b = (o.model.state_dict() for o in outs)
-        assert all(torch.equal(a[k], b[k]) for k in a), "not deterministic under a seed"
-    assert outs[0].verdict == outs[1].verdict
+def test_defender_contract(name):
+    results = check("defender", name)
+    assert all(c.ok for c in results), [(c.name, c.detail) for c in results if not c.ok]
+
+
+class TestFinePruningThroughTheBaseClass(DefenderContract):
+    strategy = "fine_pruning"
+
+
+class TestBadNetsThroughTheBaseClass(AttackerContract):
+    strategy = "badnets"
+
+
+BROKEN = """
+import random
+import time
+
+import torch
+
+from arena.data import load_dataset
+from arena.params import Int, Space
+from arena.protocol import DefenseOutcome
+from arena.strategy import Defender
+
+
+class Peeks(Defender):
+    '''Loads the test split behind the harness's back.'''
+    name = "peeks"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        load_dataset("digits")
+        return DefenseOutcome()
+
+
+class Random(Defender):
+    '''Uses global randomness instead of its generator.'''
+    name = "random"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(random.random())
+        return DefenseOutcome(model=model)
+
+
+class Slow(Defender):
+    '''Takes too long.'''
+    name = "slow"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        time.sleep(30)
+        return DefenseOutcome()
+
+
+class WrongType(Defender):
+    '''Returns a dict.'''
+    name = "wrong_type"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        return {"model": model}
+
+
+class Mutates(Defender):
+    '''Writes into the clean split it was given... and returns nothing useful.'''
+    name = "mutates"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        ctx.clean.x.zero_()
+        return DefenseOutcome()
+
+
+class NoPaper(Defender):
+    '''Forgets its provenance.'''
+    name = "no_paper"
+    version = "1"
+    paper = ""
+
+    def run(self, model, ctx):
+        return DefenseOutcome()
+
+
+class NotAStrategy:
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def broken_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plugins") / "broken_defenses.py"
+    path.write_text(textwrap.dedent(BROKEN))
+    return path
+
+
+@pytest.mark.parametrize(
+    "cls, failing, text",
+    [
+        ("Peeks", "information boundary", "loaded a dataset"),
+        ("Random", "deterministic under a seed", "different"),
+        ("Slow", "time budget", "time budget"),
+        ("WrongType", "runs on tiny data and returns a valid DefenseOutcome", "not a DefenseOutcome"),
+        ("NoPaper", "metadata", "paper"),
+        ("NotAStrategy", "metadata", "not a subclass"),
+    ],
+)
+def test_the_contract_says_plainly_what_is_wrong(broken_file, cls, failing, text):
+    results = check("defender", f"{broken_file}:{cls}", time_budget_s=3)
+    bad = [c for c in results if not c.ok]
+    assert bad and bad[0].name == failing and text in bad[0].detail
+
+
+def test_a_hook_writing_into_its_clean_split_cannot_corrupt_the_callers(broken_file):
+    results = check("defender", f"{broken_file}:Mutates", time_budget_s=10)
+    assert all(c.ok for c in results)  # the hook got a private copy
