@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -100,7 +101,8 @@ def cmd_match(args: argparse.Namespace) -> int:
     )
     store = ArtifactStore()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=args.quiet) as progress:
+    # strategies (plugins included) may print; stdout belongs to the result alone
+    with Progress(*columns, console=err, transient=True, disable=args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
         result = run_match(prepared, store, _RichProgress(progress), stealth_tolerance=args.stealth_tolerance).to_json()
     if args.json:
         print(json.dumps(result))

@@ -106,3 +106,26 @@ def test_list_shows_strategies_with_versions_and_papers(capsys):
     row = next(r for r in listing["defenders"] if r["name"] == "fine_pruning")
     assert row["version"] and "Fine-Pruning" in row["paper"] and "max_accuracy_drop" in row["params"]
     assert main(["list"]) == 0 and "pruning_aware" in capsys.readouterr().out
+
+
+def test_a_strategy_that_prints_cannot_corrupt_the_json_on_stdout(arena_home, capsys, monkeypatch):
+    from arena.protocol import DefenseOutcome
+    from arena.registry import DEFENDERS
+    from arena.strategy import Defender
+
+    class Chatty(Defender):
+        """Prints while it works."""
+
+        name = "chatty"
+        version = "1"
+        paper = "test double"
+
+        def run(self, model, ctx):
+            print("hello from a plugin")
+            return DefenseOutcome()
+
+    monkeypatch.setitem(DEFENDERS._builtins, "chatty", Chatty)
+    assert main(["match", "--attacker", "badnets", "--defender", "chatty", "--quiet", "--json", "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["defender"]["name"] == "chatty"
+    assert "hello from a plugin" in captured.err
