@@ -1,3 +1,3 @@
 """Built-in defense strategies: one module each. Importing this package registers them."""
 
-from defenders import fine_pruning, fine_tuning, none, pruning  # noqa: F401
+from defenders import fine_pruning, fine_tuning, neural_cleanse, none, pruning, strip  # noqa: F401
