@@ -20,7 +20,6 @@ import torch
 
 from arena import data as data_module
 from arena.errors import ArenaError, UsageError
-from arena.protocol import AttackOutput, DefenseOutcome
 from arena.registry import ATTACKERS, DEFENDERS, RegistrationError, Registry
 from arena.strategy import Attacker, Defender, Strategy
 
@@ -134,26 +133,41 @@ def _metadata_checks(cls: Any, registry: Registry) -> list[Check]:
     return out
 
 
+def _run_twice(run: Callable[[], Any], what: str, time_budget_s: float) -> tuple[list[Any], Check]:
+    """Run a strategy twice under the dataset fence and the time budget: (outputs, its check).
+    The outputs are empty when the run failed; the check then says how."""
+    try:
+        with _FenceDatasets():
+            outs = []
+            for _ in range(2):
+                start = time.perf_counter()
+                outs.append(_timed(run, time_budget_s))
+        return outs, Check(f"runs on tiny data and returns a valid {what}", True, f"{time.perf_counter() - start:.1f} s")
+    except BoundaryViolation as exc:
+        return [], Check("information boundary", False, str(exc))
+    except TimeoutError as exc:
+        return [], Check("time budget", False, str(exc))
+    except ArenaError as exc:
+        return [], Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
+    except Exception as exc:
+        return [], Check(f"runs on tiny data and returns a valid {what}", False, f"the hook raised {type(exc).__name__}: {exc}")
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def check_attacker(cls: type[Attacker], time_budget_s: float = 60.0) -> list[Check]:
     checks = _metadata_checks(cls, ATTACKERS)
     if not all(c.ok for c in checks):
         return checks
     task, splits = _tiny()
-    outs: list[AttackOutput] = []
-    try:
-        with _FenceDatasets():
-            for _ in range(2):
-                start = time.perf_counter()
-                outs.append(_timed(lambda: cls().attack(task, splits.attacker, torch.Generator().manual_seed(11)), time_budget_s))
-        checks.append(Check("runs on tiny data and returns a valid AttackOutput", True, f"{time.perf_counter() - start:.1f} s"))
-    except BoundaryViolation as exc:
-        return checks + [Check("information boundary", False, str(exc))]
-    except TimeoutError as exc:
-        return checks + [Check("time budget", False, str(exc))]
-    except Exception as exc:
-        return checks + [Check("runs on tiny data and returns a valid AttackOutput", False, f"{type(exc).__name__}: {exc}")]
-    a, b = (o.model.state_dict() for o in outs)
-    same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and [t.to_dict() for t in outs[0].triggers] == [t.to_dict() for t in outs[1].triggers]
+    outs, ran = _run_twice(lambda: cls().attack(task, splits.attacker, torch.Generator().manual_seed(11)), "AttackOutput", time_budget_s)
+    checks.append(ran)
+    if not outs:
+        return checks
+    same = _same_weights(outs[0].model, outs[1].model) and [t.to_dict() for t in outs[0].triggers] == [t.to_dict() for t in outs[1].triggers]
     checks.append(Check("deterministic under a seed", same, "" if same else "two runs with the same generator seed gave different models or triggers"))
     return checks
 
@@ -166,27 +180,15 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     victim = ATTACKERS.get("badnets")().attack(task, splits.attacker, torch.Generator().manual_seed(3)).model
     before = {k: v.clone() for k, v in victim.state_dict().items()}
     clean_before = splits.clean.x.clone()
-    outs: list[DefenseOutcome] = []
-    try:
-        with _FenceDatasets():
-            for _ in range(2):
-                start = time.perf_counter()
-                outs.append(_timed(lambda: cls().defend(victim, task, splits.clean, torch.Generator().manual_seed(5)), time_budget_s))
-        checks.append(Check("runs on tiny data and returns a valid DefenseOutcome", True, f"{time.perf_counter() - start:.1f} s"))
-    except BoundaryViolation as exc:
-        return checks + [Check("information boundary", False, str(exc))]
-    except TimeoutError as exc:
-        return checks + [Check("time budget", False, str(exc))]
-    except ArenaError as exc:
-        return checks + [Check("runs on tiny data and returns a valid DefenseOutcome", False, str(exc))]
-    except Exception as exc:
-        return checks + [Check("runs on tiny data and returns a valid DefenseOutcome", False, f"the hook raised {type(exc).__name__}: {exc}")]
+    outs, ran = _run_twice(lambda: cls().defend(victim, task, splits.clean, torch.Generator().manual_seed(5)), "DefenseOutcome", time_budget_s)
+    checks.append(ran)
+    if not outs:
+        return checks
     untouched = all(torch.equal(before[k], v) for k, v in victim.state_dict().items()) and torch.equal(clean_before, splits.clean.x)
     checks.append(Check("leaves the given model and data untouched", untouched, "" if untouched else "the caller's model or clean split changed"))
     same = outs[0].verdict == outs[1].verdict and (outs[0].model is None) == (outs[1].model is None)
     if same and outs[0].model is not None:
-        a, b = outs[0].model.state_dict(), outs[1].model.state_dict()
-        same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        same = _same_weights(outs[0].model, outs[1].model)
     if same and outs[0].input_filter is not None:
         same = torch.equal(outs[0].input_filter.accept(outs[0].model or victim, splits.test.x), outs[1].input_filter.accept(outs[1].model or victim, splits.test.x))
     checks.append(Check("deterministic under a seed", same, "" if same else "two runs with the same generator seed gave different outcomes"))

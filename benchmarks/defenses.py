@@ -55,10 +55,10 @@ def main() -> None:
     from arena import metrics
     from arena.data import load_dataset, player_splits
     from arena.match import attack_stage, prepare, run_match
+    from arena.models import build_model
     from arena.specs import derive_seed
     from arena.store import ArtifactStore
     from arena.strategy import DefenseContext
-    from arena.models import build_model
     from arena.triggers import trigger_from_dict
     from defenders.neural_cleanse import NeuralCleanse
 

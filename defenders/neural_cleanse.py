@@ -10,7 +10,7 @@ from arena.params import Choice, Float, Int, Space
 from arena.protocol import DefenseOutcome, Split, TaskSpec, Verdict
 from arena.pruning import mean_channel_activation, set_pruned
 from arena.registry import register_defender
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 from arena.training import accuracy, fit, predict
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of the standard deviation

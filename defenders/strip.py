@@ -6,7 +6,7 @@ from torch import nn
 from arena.params import Float, Int, Space
 from arena.protocol import DefenseOutcome, InputFilter
 from arena.registry import register_defender
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
 from arena.training import logits
 
 
