@@ -1,3 +1,11 @@
 """Built-in defense strategies: one module each. Importing this package registers them."""
 
-from defenders import fine_pruning, fine_tuning, neural_cleanse, none, pruning, strip  # noqa: F401
+from defenders import (  # noqa: F401
+    feature_squeezing,
+    fine_pruning,
+    fine_tuning,
+    neural_cleanse,
+    none,
+    pruning,
+    strip,
+)

@@ -62,3 +62,21 @@ def test_too_small_a_clean_budget_names_the_minimum(tmp_path):
 
     with pytest.raises(ParamError, match="at least 20 clean samples"):
         run_match(prepare("none", "neural_cleanse", clean_budget=0.01, epochs=1), ArtifactStore(tmp_path))
+
+
+def test_feature_squeezing_rejects_triggered_inputs_at_its_calibrated_rate(store):
+    result = run_match(prepare("badnets", "feature_squeezing", clean_budget=0.1), store).to_json()
+    assert result["defended"]["frr"] <= 0.1  # calibrated to 5% on the clean split
+    assert result["defended"]["far_per_trigger"]["patch"] <= 0.2
+    assert result["defended"]["asr"] < 0.2 < result["attacked"]["asr"]
+
+
+def test_median_smoothing_keeps_the_shape_for_even_and_odd_windows():
+    from defenders.feature_squeezing import median_smooth, reduce_bit_depth
+
+    x = torch.rand(3, 1, 8, 8)
+    for window in (2, 3, 5):
+        assert median_smooth(x, window).shape == x.shape
+    assert set(reduce_bit_depth(x, 1).unique().tolist()) <= {0.0, 1.0}
+    flat = torch.full((1, 1, 5, 5), 0.5)
+    assert torch.equal(median_smooth(flat, 3), flat)
