@@ -196,7 +196,7 @@ def obtain_attacked(
     loaded = store.load(attack.key, lambda: build_model(task))
     if loaded is not None:
         model, manifest = loaded
-        return model, [trigger_from_dict(t) for t in manifest["triggers"]], manifest, True
+        return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, True
     generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
     start = time.perf_counter()
     out = attacker.attack(task, splits.attacker, generator, _prefixed(progress, label))
@@ -213,7 +213,16 @@ def obtain_attacked(
     store.save(attack.key, out.model, manifest)
     # Read it back: the defender gets exactly what a downloader of the published file gets.
     model, manifest = store.load(attack.key, lambda: build_model(task))  # type: ignore[misc]
-    return model, [trigger_from_dict(t) for t in manifest["triggers"]], manifest, False
+    return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, False
+
+
+def _manifest_triggers(manifest: dict[str, Any], path: Path) -> list[Trigger]:
+    """The triggers an attacked model's manifest records; a manifest without them is refused."""
+    try:
+        float(manifest["seconds_train"])
+        return [trigger_from_dict(t) for t in manifest["triggers"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactIntegrityError(f"The manifest {path} lacks a valid attack record ({exc!r}); refused. Remove it to have arena retrain the model.") from None
 
 
 def honest_spec(attack: AttackSpec) -> AttackSpec:

@@ -41,10 +41,6 @@ class Strategy(ABC):
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")
-        self.validate_params()
-
-    def validate_params(self) -> None:
-        """Checks across parameters; raise ParamError. Runs at construction, before any work."""
 
     def check_task(self, task: TaskSpec) -> None:
         """Checks that need the task (a trigger larger than the image...); raise ParamError."""

@@ -13,7 +13,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from arena.match import AttackRecord, attack_stage, defense_stage, honest_spec
@@ -60,7 +60,6 @@ class Summary:
     attacks_trained: int = 0
     attacks_cached: int = 0
     seconds: float = 0.0
-    statuses: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -130,7 +129,6 @@ def run_tournament(
     def fail(match: MatchSpec, status: str, error: str) -> None:
         results.put(suite.name, match, status, error=error)
         summary.failed += 1
-        summary.statuses[status] = summary.statuses.get(status, 0) + 1
 
     def settle(match: MatchSpec) -> None:
         """Queue a match whose attack records are in, or fail it when one of them failed."""
@@ -195,7 +193,6 @@ def run_tournament(
                     if isinstance(outcome, dict):
                         results.put(suite.name, item, "ok", result=outcome)
                         summary.ok += 1
-                        summary.statuses["ok"] = summary.statuses.get("ok", 0) + 1
                     else:
                         fail(item, "timeout" if isinstance(outcome, TimeoutError) else "error", str(outcome))
             notify()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.params import Choice, Float, Int, Space
-from arena.protocol import DefenseOutcome, Split, TaskSpec, Verdict
+from arena.protocol import DefenseOutcome, Split, Verdict
 from arena.pruning import mean_channel_activation, set_pruned
 from arena.registry import register_defender
 from arena.strategy import Defender, DefenseContext
@@ -119,9 +119,6 @@ class NeuralCleanse(Defender):
         unlearn_lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate of unlearning"),
         max_accuracy_drop=Float(0.05, 0.0, 1.0, help="pruning mitigation stops before this clean-accuracy drop"),
     )
-
-    def check_task(self, task: TaskSpec) -> None:
-        return None
 
     def reverse_all(self, model: nn.Module, ctx: DefenseContext) -> list[ReversedTrigger]:
         triggers = []

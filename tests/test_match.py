@@ -99,3 +99,17 @@ def test_defender_with_too_small_a_clean_budget_says_the_minimum(tmp_path):
     prepared = prepare("none", "fine_pruning", clean_budget=0.005, epochs=1)  # 6 samples
     with pytest.raises(ParamError, match="at least 10 clean samples"):
         run_match(prepared, ArtifactStore(tmp_path))
+
+
+def test_a_manifest_without_its_attack_record_is_refused(tmp_path):
+    import json
+
+    store = ArtifactStore(tmp_path)
+    prepared = prepare("badnets", "none", epochs=1)
+    run_match(prepared, store)
+    path = store.manifest_path(prepared.spec.attack.key)
+    manifest = json.loads(path.read_text())
+    del manifest["triggers"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactIntegrityError, match="lacks a valid attack record"):
+        run_match(prepared, store)

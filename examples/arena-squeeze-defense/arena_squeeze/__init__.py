@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from arena.params import Choice, Int, Space
 from arena.protocol import DefenseOutcome
-from arena.strategy import DefenseContext, Defender
+from arena.strategy import Defender, DefenseContext
+
+# the squeezers themselves come from arena: a plugin composes, it does not copy
+from defenders.feature_squeezing import median_smooth, reduce_bit_depth
 
 
 class Squeeze(nn.Module):
@@ -17,16 +19,11 @@ class Squeeze(nn.Module):
     def __init__(self, model: nn.Module, bits: int, window: int) -> None:
         super().__init__()
         self.model = model
-        self.levels = 2**bits - 1
+        self.bits = bits
         self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.round(x * self.levels) / self.levels
-        if self.window > 1:
-            pad = self.window // 2
-            patches = F.unfold(F.pad(x, (pad, pad, pad, pad), mode="reflect"), self.window)
-            x = patches.view(x.shape[0], x.shape[1], self.window * self.window, -1).median(dim=2).values.view_as(x)
-        return self.model(x)
+        return self.model(median_smooth(reduce_bit_depth(x, self.bits), self.window))
 
 
 class SqueezeInputs(Defender):
