@@ -1,51 +1,68 @@
-"""Shared parts of the attack strategies: their common hyperparameter spaces, trigger construction
-and training from scratch. Each attack composes these; none copies them."""
+"""Shared parts of the attack strategies: their common hyperparameter spaces, trigger construction,
+training from scratch and the training-set poisoning attack family. Each attack composes these;
+none copies them."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from arena.errors import ParamError
 from arena.models import build_model
 from arena.params import Choice, Float, Int, Space
-from arena.protocol import AllToOne, Split, TaskSpec, Untargeted
-from arena.strategy import AttackContext
+from arena.protocol import AllToOne, AttackOutput, Goal, Split, TaskSpec, Trigger, Untargeted
+from arena.strategy import AttackContext, Attacker
 from arena.training import fit
-from arena.triggers import PATTERNS, POSITIONS, PatchTrigger
+from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_copies
 
 TRAINING_SPACE = Space(
     lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate"),
     batch_size=Int(128, 1, 4096, help="minibatch size"),
 )
 
-PATCH_SPACE = Space(
+GOAL_SPACE = Space(
     goal=Choice("all_to_one", options=("all_to_one", "untargeted"), help="all-to-one target, or any wrong label"),
     target=Int(0, 0, 10_000, help="target label of an all-to-one backdoor"),
+)
+
+RATE_SPACE = Space(
     poison_rate=Float(0.1, 0.0, 1.0, low_open=True, help="poisoned copies added, as a fraction of the training data"),
+)
+
+GEOMETRY_SPACE = Space(
     trigger_size=Int(3, 1, 4096, help="side of the square patch, in pixels"),
     trigger_position=Choice("bottom_right", options=POSITIONS, help="corner the patch is stamped in"),
-    trigger_pattern=Choice("checker", options=PATTERNS, help="checkerboard or solid white"),
+    trigger_pattern=Choice("checker", options=PATTERNS, help="checkerboard, solid white or a white triangle"),
     trigger_margin=Int(1, 0, 4096, help="pixels between the patch and the image border"),
 )
 
+PATCH_SPACE = GOAL_SPACE | RATE_SPACE | GEOMETRY_SPACE
 
-def patch_trigger(params: dict[str, Any], task: TaskSpec) -> PatchTrigger:
-    """The patch trigger described by PATCH_SPACE parameters, checked against the task."""
-    if params["goal"] == "all_to_one":
-        if params["target"] >= task.num_classes:
-            raise ParamError(f"target {params['target']} is not a label of {task.dataset} (labels 0..{task.num_classes - 1}).")
-        goal: AllToOne | Untargeted = AllToOne(params["target"])
-    else:
-        goal = Untargeted()
+
+def all_to_one(target: int, task: TaskSpec) -> AllToOne:
+    goal = AllToOne(target)
+    goal.check(task.num_classes)
+    return goal
+
+
+def goal_from_params(params: dict[str, Any], task: TaskSpec) -> Goal:
+    """The goal named by GOAL_SPACE parameters, checked against the task's labels."""
+    return all_to_one(params["target"], task) if params["goal"] == "all_to_one" else Untargeted()
+
+
+def patch_trigger(params: dict[str, Any], task: TaskSpec, goal: Goal | None = None, name: str = "patch", **overrides: Any) -> PatchTrigger:
+    """The patch trigger described by GEOMETRY_SPACE parameters (and `overrides` of them),
+    with the goal of GOAL_SPACE unless one is given, checked against the task."""
+    p = {**params, **overrides}
     trigger = PatchTrigger(
-        goal,
-        size=params["trigger_size"],
-        position=params["trigger_position"],
-        pattern=params["trigger_pattern"],
-        margin=params["trigger_margin"],
-        name="patch",
+        goal if goal is not None else goal_from_params(params, task),
+        size=p["trigger_size"],
+        position=p["trigger_position"],
+        pattern=p["trigger_pattern"],
+        margin=p["trigger_margin"],
+        name=name,
     )
     trigger.check_fits(task.input_shape)
     return trigger
@@ -64,3 +81,39 @@ def train_from_scratch(ctx: AttackContext, data: Split, params: dict[str, Any], 
         stage=stage,
         progress=ctx.progress,
     )
+
+
+@dataclass(frozen=True)
+class PoisonSet:
+    """Triggered copies of a `rate` fraction of the training data, relabelled by the trigger's
+    goal (or, a negative example, keeping their true labels)."""
+
+    trigger: Trigger
+    rate: float
+    relabel: bool = True
+
+
+class PoisoningAttacker(Attacker):
+    """An attack by training-set poisoning alone: add the poison sets, train from scratch.
+
+    Subclasses say which triggers the evaluator measures and, when it is not "each attack
+    trigger at `poison_rate`", which poison sets teach them.
+    """
+
+    @abstractmethod
+    def triggers(self, task: TaskSpec) -> list[Trigger]:
+        """The triggers the published model answers to (probes included), checked against the task."""
+
+    def poison_sets(self, task: TaskSpec) -> list[PoisonSet]:
+        return [PoisonSet(t, self.params["poison_rate"]) for t in self.triggers(task) if not t.probe]
+
+    def check_task(self, task: TaskSpec) -> None:
+        self.poison_sets(task)
+
+    def poisoned_data(self, ctx: AttackContext) -> Split:
+        copies = [poisoned_copies(ctx.data, s.trigger, s.rate, ctx.generator, ctx.task.num_classes, s.relabel) for s in self.poison_sets(ctx.task)]
+        return concat(ctx.data, *copies)
+
+    def run(self, ctx: AttackContext) -> AttackOutput:
+        model = train_from_scratch(ctx, self.poisoned_data(ctx), self.params)
+        return AttackOutput(model, self.triggers(ctx.task))

@@ -74,7 +74,8 @@ def evaluate(model: nn.Module, triggers: list[Trigger], test: Split, input_filte
             eligible = trigger.goal.eligible(test.y) if trigger.goal.kind != "untargeted" else torch.ones_like(test.y, dtype=torch.bool)
             far[trigger.name] = metrics.false_acceptance_rate(bad_accepted[eligible])
     frr = None if accepted is None else metrics.false_rejection_rate(accepted)
-    return Evaluation(ca, metrics.headline_asr(per_trigger), per_trigger, frr, far if accepted is not None else None)
+    attacks = {name: v for name, v in per_trigger.items() if name not in {t.name for t in triggers if t.probe}}
+    return Evaluation(ca, metrics.headline_asr(attacks), per_trigger, frr, far if accepted is not None else None)
 
 
 @dataclass

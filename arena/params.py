@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,26 @@ class Bool(Param):
         return tune.choice([False, True])
 
 
+@dataclass(frozen=True)
+class Text(Param):
+    """A free-form string (e.g. a label map "1,2,0"); the strategy parses and checks it."""
+
+    max_length: int = 1000
+
+    def coerce(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > self.max_length:
+            raise _bad(name, value, f"a string of at most {self.max_length} characters")
+        return value.strip()
+
+    def describe(self) -> str:
+        return "text"
+
+    def tune(self) -> Any:
+        from ray import tune
+
+        return tune.choice([self.default])
+
+
 class Space(Mapping[str, Param]):
     """An ordered, immutable mapping of hyperparameter names to their declarations."""
 
@@ -153,6 +174,17 @@ class Space(Mapping[str, Param]):
 
     def __or__(self, other: Space) -> Space:
         return Space(**{**self._params, **other._params})
+
+    def with_defaults(self, **defaults: Any) -> Space:
+        """This space with some defaults changed (each still checked against its range)."""
+        unknown = set(defaults) - set(self._params)
+        if unknown:
+            raise ValueError(f"no such parameters: {sorted(unknown)}")
+        return Space(**{k: (dataclasses.replace(v, default=defaults[k]) if k in defaults else v) for k, v in self._params.items()})
+
+    def without(self, *names: str) -> Space:
+        """This space less some parameters (an attack that fixes them itself)."""
+        return Space(**{k: v for k, v in self._params.items() if k not in names})
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self._params.items()}

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from arena.errors import ParamError
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -73,11 +75,18 @@ class Goal(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]: ...
 
+    def check(self, num_classes: int) -> None:
+        """Raise ParamError when the goal names labels outside 0..num_classes-1."""
+
 
 @dataclass(frozen=True)
 class AllToOne(Goal):
     target: int
     kind: str = field(default="all_to_one", init=False)
+
+    def check(self, num_classes: int) -> None:
+        if not 0 <= self.target < num_classes:
+            raise ParamError(f"target {self.target} is not a label of the task (labels 0..{num_classes - 1}).")
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         return torch.full_like(y, self.target)
@@ -96,6 +105,19 @@ class LabelMap(Goal):
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.mapping, dtype=torch.long)[y]
+
+    def check(self, num_classes: int) -> None:
+        """A label map must be a function over the labels: one goal label per label, each a label."""
+        if len(self.mapping) != num_classes:
+            raise ParamError(
+                f"label map {list(self.mapping)} has {len(self.mapping)} entries; the task has {num_classes} labels, "
+                f"so it needs exactly one goal label per label 0..{num_classes - 1}."
+            )
+        bad = [v for v in self.mapping if not 0 <= v < num_classes]
+        if bad:
+            raise ParamError(f"label map {list(self.mapping)} sends labels to {bad}, outside 0..{num_classes - 1}.")
+        if all(v == y for y, v in enumerate(self.mapping)):
+            raise ParamError(f"label map {list(self.mapping)} is the identity: it moves no label, so there is no backdoor.")
 
     def relabel(self, y: torch.Tensor, generator: torch.Generator, num_classes: int) -> torch.Tensor:
         return self.targets(y)
@@ -134,10 +156,15 @@ def goal_from_dict(data: dict[str, Any]) -> Goal:
 
 
 class Trigger(ABC):
-    """Maps inputs to triggered inputs and says what counts as success."""
+    """Maps inputs to triggered inputs and says what counts as success.
+
+    A `probe` trigger is measured but is not an attack: e.g. one half of a trigger combination,
+    which should *not* fire. Its success rate is reported and left out of the headline ASR.
+    """
 
     name: str
     goal: Goal
+    probe: bool = False
 
     @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,3 +1,12 @@
 """Built-in attack strategies: one module each. Importing this package registers them."""
 
-from attackers import badnets, none, pruning_aware  # noqa: F401
+from attackers import (  # noqa: F401
+    all_to_all,
+    badnets,
+    blended,
+    feature_space,
+    multi_trigger,
+    none,
+    pruning_aware,
+    trigger_combination,
+)
