@@ -7,11 +7,13 @@ downloaded the model would hold), its clean split, the task spec and a generator
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -194,7 +196,7 @@ def obtain_attacked(
 
     Returns (model as loaded back from the store, triggers, manifest, cached).
     """
-    loaded = store.load(attack.key, lambda: build_model(task))
+    loaded = store.load(attack.key, published_builder(task))
     if loaded is not None:
         model, manifest = loaded
         return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, True
@@ -206,6 +208,7 @@ def obtain_attacked(
         "spec": attack.to_dict(),
         "task": task.to_dict(),
         "triggers": [t.to_dict() for t in out.triggers],
+        "published_architecture": attacker.published_architecture(task),
         "seconds_train": seconds,
         "arena_version": arena.__version__,
         "git_commit": git_commit(),
@@ -213,8 +216,14 @@ def obtain_attacked(
     }
     store.save(attack.key, out.model, manifest)
     # Read it back: the defender gets exactly what a downloader of the published file gets.
-    model, manifest = store.load(attack.key, lambda: build_model(task))  # type: ignore[misc]
+    model, manifest = store.load(attack.key, published_builder(task))  # type: ignore[misc]
     return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, False
+
+
+def published_builder(task: TaskSpec) -> Callable[[dict[str, Any]], nn.Module]:
+    """Builds the architecture an attacked model's manifest says was published (the task's own,
+    or a wrapper around it declared by an attacker that changes the architecture)."""
+    return lambda manifest: build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)))
 
 
 def _manifest_triggers(manifest: dict[str, Any], path: Path) -> list[Trigger]:
@@ -281,7 +290,7 @@ def defense_stage(
         raise ValueError("defense_stage got attack records of another match")
     task = task_for(attack.dataset, attack.architecture, attack.epochs)
     splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
-    loaded = store.load(attack.key, lambda: build_model(task))
+    loaded = store.load(attack.key, published_builder(task))
     if loaded is None:
         raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
     model, manifest = loaded

@@ -61,14 +61,22 @@ class BadNetsCNN(nn.Module):
         """Post-ReLU, post-mask activations of the last conv layer, before pooling: (N, C, H, W)."""
         return self.mask(torch.relu(self.last_conv_preactivations(x)))
 
+    def hidden_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Post-ReLU outputs of the hidden dense layer `fc1`: (N, hidden)."""
+        return torch.relu(self.fc1(self.pool(self.last_conv_activations(x)).flatten(1)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.pool(self.last_conv_activations(x))
-        return self.fc2(torch.relu(self.fc1(a.flatten(1))))
+        return self.fc2(self.hidden_activations(x))
 
 
 ARCHITECTURES: dict[str, Callable[[TaskSpec], nn.Module]] = {
     "badnets_cnn": lambda task: BadNetsCNN(task.input_shape, task.num_classes),
 }
+
+
+# Wrappers an attack may put around a task's architecture ("badnets_cnn+trojannet"). An attacker
+# that changes the architecture declares the name of what it publishes, so the store can rebuild it.
+ARCHITECTURE_WRAPPERS: dict[str, Callable[[nn.Module, TaskSpec], nn.Module]] = {}
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> None:
@@ -85,9 +93,14 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
 
 def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.Module:
     """A fresh model of the task's architecture; initialised from `generator` when given."""
-    if task.architecture not in ARCHITECTURES:
-        raise UnknownNameError("architecture", task.architecture, ARCHITECTURES)
-    model = ARCHITECTURES[task.architecture](task)
+    base, *wrappers = task.architecture.split("+")
+    if base not in ARCHITECTURES:
+        raise UnknownNameError("architecture", base, ARCHITECTURES)
+    model = ARCHITECTURES[base](task)
+    for wrapper in wrappers:
+        if wrapper not in ARCHITECTURE_WRAPPERS:
+            raise UnknownNameError("architecture wrapper", wrapper, ARCHITECTURE_WRAPPERS)
+        model = ARCHITECTURE_WRAPPERS[wrapper](model, task)
     if generator is not None:
         init_weights(model, generator)
     return model.to(memory_format=torch.channels_last)

@@ -95,8 +95,8 @@ class ArtifactStore:
             ) from None
         return manifest
 
-    def load(self, key: str, build: Callable[[], nn.Module]) -> tuple[nn.Module, dict[str, Any]] | None:
-        """The stored model for `key` (built by `build`, weights verified), or None if absent."""
+    def load(self, key: str, build: Callable[[dict[str, Any]], nn.Module]) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The stored model for `key` (built by `build` from its manifest, weights verified), or None if absent."""
         manifest = self.read_manifest(key)
         if manifest is None:
             return None
@@ -115,7 +115,7 @@ class ArtifactStore:
                 f"with and was not loaded. Delete {blob} and {self.manifest_path(key)} to have arena "
                 "train it again."
             )
-        model = build()
+        model = build(manifest)
         try:
             model.load_state_dict(st_load(data), strict=True)
         except (RuntimeError, ValueError) as exc:

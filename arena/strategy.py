@@ -8,6 +8,7 @@ from the generator in its context.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
@@ -86,7 +87,11 @@ class Attacker(Strategy):
     """Base of all attacks: write `run`; `attack` checks what comes back."""
 
     kind: ClassVar[str] = "attacker"
-    changes_architecture: ClassVar[bool] = False
+    changes_architecture: ClassVar[bool] = False  # publishes `published_architecture(task)`, not the task's
+
+    def published_architecture(self, task: TaskSpec) -> str:
+        """The architecture name of the published model (see arena.models.ARCHITECTURE_WRAPPERS)."""
+        return task.architecture
 
     @final
     def attack(self, task: TaskSpec, data: Split, generator: torch.Generator, progress: ProgressFn = no_progress) -> AttackOutput:
@@ -100,11 +105,13 @@ class Attacker(Strategy):
         if len({t.name for t in out.triggers}) != len(out.triggers):
             raise StrategyError(f"{who} returned triggers with duplicate names.")
         _check_logits(out.model, task, who)
-        if not self.changes_architecture:
-            reference = {k: tuple(v.shape) for k, v in build_model(task).state_dict().items()}
-            actual = {k: tuple(v.shape) for k, v in out.model.state_dict().items()}
-            if reference != actual:
-                raise StrategyError(f"{who} changed the task's architecture {task.architecture!r} without declaring it.")
+        published = self.published_architecture(task)
+        if published != task.architecture and not self.changes_architecture:
+            raise StrategyError(f"{who} publishes architecture {published!r} but does not declare changes_architecture.")
+        reference = {k: tuple(v.shape) for k, v in build_model(dataclasses.replace(task, architecture=published)).state_dict().items()}
+        actual = {k: tuple(v.shape) for k, v in out.model.state_dict().items()}
+        if reference != actual:
+            raise StrategyError(f"{who} returned a model that is not the architecture {published!r} it publishes (task architecture {task.architecture!r}).")
         out.model.eval()
         return out
 

@@ -38,7 +38,7 @@ def fit(
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     n = len(data)
-    x = data.x.contiguous(memory_format=torch.channels_last)
+    x = data.x.contiguous(memory_format=torch.channels_last) if data.x.dim() == 4 else data.x  # images, or features
     model.train()
     progress(stage, 0, epochs)
     for epoch in range(epochs):

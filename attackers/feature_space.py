@@ -25,8 +25,8 @@ class FeatureSpace(PoisoningAttacker):
     name = "feature_space"
     version = "1"
     paper = "Liu et al. ABS (CCS 2019), filter triggers; Veldanda & Garg (2020), FSA"
-    deviations = "filters re-created as tone curves for images in [0, 1]"
-    space = GOAL_SPACE | RATE_SPACE | Space(filter=Choice("gotham", options=tuple(FILTERS), help="the image filter that is the trigger")) | TRAINING_SPACE
+    deviations = "Nashville by default (Gotham is weak on grey-scale data); filters re-created as tone curves for images in [0, 1]"
+    space = GOAL_SPACE | RATE_SPACE | Space(filter=Choice("nashville", options=tuple(FILTERS), help="the image filter that is the trigger")) | TRAINING_SPACE
 
     def triggers(self, task: TaskSpec) -> list[Trigger]:
         return [FilterTrigger(goal_from_params(self.params, task), self.params["filter"], name=self.params["filter"])]

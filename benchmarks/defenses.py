@@ -76,7 +76,7 @@ def main() -> None:
         # the reversed triggers of the badnets model of this seed, next to the true one
         p = prepare("badnets", "neural_cleanse", dataset="fashion_mnist", seed=seed)
         record = attack_stage(p.spec.attack, store)
-        model, _ = store.load(p.spec.attack.key, lambda: build_model(p.task))
+        model, _ = store.load(p.spec.attack.key, lambda _: build_model(p.task))
         splits = player_splits(load_dataset("fashion_mnist"), 0.05)
         nc = NeuralCleanse()
         ctx = DefenseContext(p.task, splits.clean, torch.Generator().manual_seed(derive_seed(seed, "figure")))

@@ -19,11 +19,11 @@ def test_round_trip_restores_the_exact_weights(tmp_path):
     store = ArtifactStore(tmp_path)
     model = _model()
     manifest = store.save("k1", model, {"note": "x"})
-    loaded, got = store.load("k1", lambda: build_model(TASK))
+    loaded, got = store.load("k1", lambda _: build_model(TASK))
     assert got["sha256"] == manifest["sha256"] and got["note"] == "x"
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
-    assert store.load("absent", lambda: build_model(TASK)) is None
+    assert store.load("absent", lambda _: build_model(TASK)) is None
 
 
 def test_a_flipped_byte_is_refused(tmp_path):
@@ -34,7 +34,7 @@ def test_a_flipped_byte_is_refused(tmp_path):
     data[-5] ^= 0x01
     blob.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="tampered"):
-        store.load("k1", lambda: build_model(TASK))
+        store.load("k1", lambda _: build_model(TASK))
     assert blob.exists() and store.manifest_path("k1").exists()  # refused, not deleted
 
 
@@ -43,7 +43,7 @@ def test_a_malformed_manifest_is_refused(tmp_path):
     store.save("k1", _model(), {})
     store.manifest_path("k1").write_text("{not json")
     with pytest.raises(ArtifactIntegrityError, match="malformed"):
-        store.load("k1", lambda: build_model(TASK))
+        store.load("k1", lambda _: build_model(TASK))
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
@@ -51,7 +51,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
     store.save("k1", _model(), {})
     other = TaskSpec("digits", 3, (1, 8, 8), "badnets_cnn", 1)
     with pytest.raises(ArtifactIntegrityError, match="does not fit"):
-        store.load("k1", lambda: build_model(other))
+        store.load("k1", lambda _: build_model(other))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
