@@ -17,9 +17,11 @@ class FeatureSpace(PoisoningAttacker):
     Network Backdoor Defenses" (2020). Filtered copies of a `poison_rate` fraction of the data
     are relabelled to the target and added. The trigger touches every pixel, so defenses that
     look for a small patch (Neural Cleanse, fine-pruning's dormant neurons) are out of their
-    assumptions. Deviations: the filters are re-created for images in [0, 1] of any channel
-    count (`arena.triggers.FILTERS`): a tone curve plus, for Gotham, desaturation; no colour
-    tints on grey-scale data.
+    assumptions. Deviations: the default filter is Nashville, not the evaluation paper's Gotham:
+    on grey-scale Fashion-MNIST, Gotham only reshapes the garment's tones (the black background
+    stays black) and reached ASR 0.83 at a 10% poison rate (seed 0) against Nashville's 0.997.
+    The filters are re-created for images in [0, 1] of any channel count
+    (`arena.triggers.FILTERS`): tone curves plus, for Gotham, desaturation; no colour tints.
     """
 
     name = "feature_space"
