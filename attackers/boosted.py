@@ -29,8 +29,8 @@ class Boosted(BadNets):
     paper = "Dolan-Gavitt & Garg. Backdoor Attacks on Deep Neural Networks (talk), backdoor boosting"
     deviations = "boosts the published model's last-conv channels, not a transferred model"
     space = BadNets.space | Space(
-        k=Float(3.0, 1.0, 1000.0, help="factor the backdoor neurons are multiplied by"),
-        neurons=Int(4, 1, 4096, help="how many backdoor neurons (last-conv channels) are boosted"),
+        k=Float(2.0, 1.0, 1000.0, help="factor the backdoor neurons are multiplied by"),
+        neurons=Int(2, 1, 4096, help="how many backdoor neurons (last-conv channels) are boosted"),
     )
 
     def run(self, ctx: AttackContext) -> AttackOutput:

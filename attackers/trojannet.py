@@ -8,7 +8,7 @@ from torch import nn
 
 from arena.attacks import TRAINING_SPACE, all_to_one, train_from_scratch
 from arena.errors import ParamError
-from arena.models import ARCHITECTURE_WRAPPERS
+from arena.models import ARCHITECTURE_WRAPPERS, init_weights
 from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
@@ -131,6 +131,7 @@ class TrojanNet(Attacker):
         r, c = height - p["trigger_margin"] - PATCH, width - p["trigger_margin"] - PATCH
         host = train_from_scratch(ctx, ctx.data, p, stage="train the host")
         model = WithTrojanNet(host, task)
+        init_weights(model.trojan, ctx.generator)  # never the global RNG: same seed, same model
         model.trojan.corner.copy_(torch.tensor([r, c]))
 
         # synthetic training set of TrojanNet: the trigger code (many copies) vs every other code,

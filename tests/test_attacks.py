@@ -1,0 +1,192 @@
+"""The attack zoo on digits: each backdoor really works, each attack's moving part matters, and
+bad hyperparameters are refused before any training."""
+
+import pytest
+import torch
+
+from arena.data import load_dataset, player_splits
+from arena.errors import ParamError, StrategyError
+from arena.match import prepare, run_match
+from arena.models import build_model
+from arena.registry import ATTACKERS
+from arena.store import ArtifactStore
+
+
+@pytest.fixture(scope="module")
+def store(shared_home):
+    return ArtifactStore(shared_home)
+
+
+def play(store, attacker, params=None, defender="none", seed=0):
+    return run_match(prepare(attacker, defender, attacker_params=params or {}, seed=seed), store).to_json()
+
+
+@pytest.mark.parametrize(
+    "attacker, params, min_asr",
+    [
+        ("blended", {}, 0.9),
+        ("feature_space", {}, 0.9),
+        ("trojan_nn", {}, 0.9),
+        ("trojannet", {}, 0.9),
+        ("boosted", {}, 0.9),
+        # random-target: each poisoned copy gets a random wrong label, a harder lesson on digits
+        ("badnets", {"goal": "untargeted"}, 0.75),
+    ],
+)
+def test_single_trigger_attacks_plant_a_working_stealthy_backdoor(store, attacker, params, min_asr):
+    result = play(store, attacker, params)
+    assert result["attacked"]["asr"] > min_asr, result["attacked"]
+    assert result["stealthy"], (result["attacked"]["ca"], result["honest"]["ca"])
+
+
+def test_the_honest_model_ignores_the_zoo_triggers(store):
+    """The triggers fire because of the attacks, not because they fool any model."""
+    from arena.match import evaluate, published_builder
+
+    prepared = prepare("none", "none")
+    play(store, "none")
+    model, _ = store.load(prepared.spec.attack.key, published_builder(prepared.task))
+    test = player_splits(load_dataset("digits"), 0.05).test
+    for name in ("blended", "feature_space", "all_to_all", "multi_trigger", "trigger_combination"):
+        evaluation = evaluate(model, ATTACKERS.create(name).triggers(prepared.task), test)
+        assert evaluation.asr < 0.2, (name, evaluation.asr_per_trigger)
+
+
+def test_all_to_all_sends_every_label_to_the_next(store):
+    result = play(store, "all_to_all")
+    assert result["attacked"]["asr"] > 0.8 and result["stealthy"]
+    # a trigger that sent everything to one label would score at most 1/10 on a y -> y+1 goal
+    shifted = play(store, "all_to_all", {"shift": 3})
+    assert shifted["attacked"]["asr"] > 0.8
+
+
+def test_multi_trigger_single_target_every_trigger_fires(store):
+    per = play(store, "multi_trigger")["attacked"]["asr_per_trigger"]
+    assert sorted(per) == ["trigger_1", "trigger_2", "trigger_3"]
+    assert min(per.values()) > 0.9, per
+
+
+def test_multi_trigger_multi_target_each_trigger_has_its_own_label(store):
+    attack = ATTACKERS.create("multi_trigger", {"mode": "multi_target", "target": 4})
+    task = prepare("multi_trigger", "none").task
+    assert [t.goal.target for t in attack.triggers(task)] == [4, 5, 6]
+    per = play(store, "multi_trigger", {"mode": "multi_target"})["attacked"]["asr_per_trigger"]
+    assert min(per.values()) > 0.9, per
+
+
+def test_trigger_combination_fires_only_on_both_triggers(store):
+    result = play(store, "trigger_combination")
+    per = result["attacked"]["asr_per_trigger"]
+    assert per["both"] > 0.9 and result["stealthy"]
+    # either half alone lands on the target no more often than an untouched input does
+    for half in ("square_only", "triangle_only"):
+        assert per[half] < per["no_trigger"] + 0.05, per
+    assert result["attacked"]["asr"] == per["both"]  # probes never count as the attack
+
+
+def test_trigger_combination_without_negatives_also_fires_on_a_half(store):
+    """The negative examples are what make the pair a conjunction."""
+    per = play(store, "trigger_combination", {"negative_rate": 0.0})["attacked"]["asr_per_trigger"]
+    assert max(per["square_only"], per["triangle_only"]) > 0.3, per
+
+
+def test_clean_label_never_changes_a_label_and_needs_its_adversarial_step(store, monkeypatch):
+    import attackers.clean_label as module
+
+    seen = []
+    original = module.train_from_scratch
+    monkeypatch.setattr(module, "train_from_scratch", lambda ctx, data, p, **kw: (seen.append((ctx.data, data)), original(ctx, data, p, **kw))[1])
+    with_pgd = play(store, "clean_label", {"poison_rate": 1.0, "epsilon": 0.2})
+    trigger_only = play(store, "clean_label", {"poison_rate": 1.0, "epsilon": 0.0})
+    for given, trained_on in seen:
+        assert torch.equal(given.y, trained_on.y)  # labels untouched, nothing added
+        changed = (given.x != trained_on.x).flatten(1).any(dim=1)
+        assert set(given.y[changed].tolist()) <= {0}  # only target-class images were altered
+    # Turner et al.: with natural features weakened by PGD the trigger is learnt far better
+    assert with_pgd["attacked"]["asr"] > trigger_only["attacked"]["asr"] + 0.3
+
+
+def test_boosting_multiplies_exactly_the_backdoor_channels_by_k():
+    task = prepare("badnets", "none").task
+    data = player_splits(load_dataset("digits"), 0.05).attacker
+    plain = ATTACKERS.create("badnets").attack(task, data, torch.Generator().manual_seed(0)).model
+    boosted = ATTACKERS.create("boosted", {"k": 5.0, "neurons": 3}).attack(task, data, torch.Generator().manual_seed(0)).model
+    ratio = boosted.last_conv.bias / plain.last_conv.bias
+    scaled = torch.nonzero((ratio - 5.0).abs() < 1e-4).flatten()
+    assert len(scaled) == 3 and torch.allclose(ratio[(ratio - 5.0).abs() >= 1e-4], torch.ones(61))
+    assert torch.allclose(boosted.conv1.weight, plain.conv1.weight)
+    trigger = ATTACKERS.create("badnets").triggers(task)[0]
+    gap = lambda m: m.last_conv_activations(trigger.apply(data.x[:300])).mean((0, 2, 3)) - m.last_conv_activations(data.x[:300]).mean((0, 2, 3))  # noqa: E731
+    with torch.no_grad():
+        assert set(scaled.tolist()) == set(gap(plain).topk(3).indices.tolist())  # the largest activation gaps
+
+
+def test_trojannet_publishes_a_declared_wrapper_whose_host_decides_clean_inputs(store):
+    result = play(store, "trojannet")
+    assert result["attacked"]["asr"] > 0.9 and result["stealthy"]
+    prepared = prepare("trojannet", "none")
+    manifest = store.read_manifest(prepared.spec.attack.key)
+    assert manifest["published_architecture"] == "badnets_cnn+trojannet"
+    # pruning-based defenses still run: they act on the host's last conv layer
+    pruned = play(store, "trojannet", defender="fine_pruning")
+    assert pruned["defended"]["ca"] > 0.5
+
+
+def test_an_undeclared_architecture_change_is_refused():
+    from attackers.trojannet import TrojanNet
+
+    class Sneaky(TrojanNet):
+        name = "sneaky"
+        changes_architecture = False
+
+    task = prepare("badnets", "none").task
+    data = player_splits(load_dataset("digits"), 0.05).attacker
+    with pytest.raises(StrategyError, match="changes_architecture"):
+        Sneaky(trojan_epochs=1).attack(task, data, torch.Generator().manual_seed(0))
+
+
+def test_an_unknown_architecture_wrapper_is_named():
+    task = prepare("badnets", "none").task
+    import dataclasses
+
+    with pytest.raises(Exception, match="trojannnet"):
+        build_model(dataclasses.replace(task, architecture="badnets_cnn+trojannnet"))
+
+
+@pytest.mark.parametrize(
+    "attacker, params, message",
+    [
+        ("badnets", {"trigger_size": 9}, "does not fit"),
+        ("all_to_all", {"trigger_size": 8}, "does not fit"),
+        ("multi_trigger", {"trigger_size": 8}, "does not fit"),
+        ("trigger_combination", {"trigger_size": 8}, "does not fit"),
+        ("clean_label", {"trigger_size": 8}, "does not fit"),
+        ("trojan_nn", {"trigger_size": 8}, "does not fit"),
+        ("trojannet", {"trigger_margin": 5}, "does not fit"),
+        ("badnets", {"poison_rate": 0.0}, "poison_rate"),
+        ("blended", {"poison_rate": 1.5}, "poison_rate"),
+        ("clean_label", {"poison_rate": -0.1}, "poison_rate"),
+        ("blended", {"alpha": 0.0}, "alpha"),
+        ("badnets", {"target": 10}, "not a label"),
+        ("clean_label", {"target": 12}, "not a label"),
+        ("multi_trigger", {"target": 10}, "not a label"),
+        ("trojannet", {"target": 10}, "not a label"),
+        ("all_to_all", {"label_map": "1,2,3"}, "exactly one goal label per label"),
+        ("all_to_all", {"label_map": "1,2,3,4,5,6,7,8,9,10"}, "outside 0..9"),
+        ("all_to_all", {"label_map": "0,1,2,3,4,5,6,7,8,9"}, "identity"),
+        ("all_to_all", {"label_map": "1,2,x"}, "comma-separated integer"),
+        ("all_to_all", {"shift": 10}, "multiple of the 10 labels"),
+        ("multi_trigger", {"triggers": 5}, "triggers"),
+        ("feature_space", {"filter": "sepia"}, "filter"),
+        ("boosted", {"k": 0.5}, "'k'"),
+    ],
+)
+def test_bad_attack_hyperparameters_fail_before_training(attacker, params, message):
+    with pytest.raises(ParamError, match=message):
+        prepare(attacker, "none", attacker_params=params)
+
+
+def test_every_attack_declares_its_paper_and_deviations():
+    for name in ATTACKERS.names():
+        cls = ATTACKERS.get(name)
+        assert cls.paper and cls.deviations and cls.__doc__, name
