@@ -33,6 +33,7 @@ CONFIGS: list[tuple[str, str, dict, str]] = [
     ("feature_space (gotham)", "feature_space", {"filter": "gotham"}, "none"),
     ("blended", "blended", {}, "none"),
     ("trojan_nn", "trojan_nn", {}, "none"),
+    ("trojan_nn (inverted data)", "trojan_nn", {"retrain_data": "inverted"}, "none"),
     ("trojannet", "trojannet", {}, "none"),
     ("boosted", "boosted", {}, "none"),
     ("badnets (random target)", "badnets", {"goal": "untargeted"}, "none"),
@@ -57,7 +58,7 @@ def run(dataset: str, seeds: list[int], only: list[str] | None) -> list[dict]:
     # seed-major: an interrupted run still has every configuration's first seed
     for seed in seeds:
         for label, attacker, params, defender in CONFIGS:
-            if only and attacker not in only and label not in only:
+            if only and label not in only:
                 continue
             r = run_match(prepare(attacker, defender, attacker_params=params, dataset=dataset, seed=seed), store).to_json()
             r["label"] = label
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--home", help="ARENA_HOME to use (reuses its attacked models)")
-    parser.add_argument("--only", nargs="+", help="attackers or labels to run")
+    parser.add_argument("--only", nargs="+", help="configuration labels to run (see CONFIGS)")
     parser.add_argument("--table", action="store_true", help="only print the table of the stored rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to whatever else runs)")
     args = parser.parse_args()
