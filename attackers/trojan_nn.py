@@ -14,11 +14,13 @@ from arena.training import fit
 from arena.triggers import MaskedTrigger, concat, poisoned_copies
 
 
-def square_mask(task: TaskSpec, size: int, margin: int) -> torch.Tensor:
-    """(H, W) mask of a size×size square in the bottom-right corner, `margin` from the border."""
+def square_mask(task: TaskSpec, area: float, margin: int) -> torch.Tensor:
+    """(H, W) mask of a square covering `area` of the image (at least 1 pixel) in the
+    bottom-right corner, `margin` from the border."""
     _, height, width = task.input_shape
+    size = max(1, round((area * height * width) ** 0.5))
     if size + margin > min(height, width):
-        raise ParamError(f"trigger_size {size} + trigger_margin {margin} does not fit in a {height}x{width} image.")
+        raise ParamError(f"a trigger of area {area} ({size}x{size}) with trigger_margin {margin} does not fit in a {height}x{width} image.")
     mask = torch.zeros(height, width)
     mask[height - margin - size : height - margin, width - margin - size : width - margin] = 1.0
     return mask
@@ -80,7 +82,10 @@ class TrojanNN(Attacker):
     the paper's inverted data (`retrain_data: inverted`, implemented) starts here from noise, not
     from an average of public images, and on Fashion-MNIST retraining on it left CA 0.67 and ASR
     0.57 (seed 0, benchmarks/RESULTS.md), far from stealthy; one square mask (the paper also
-    uses logo-shaped masks).
+    uses logo-shaped masks). The mask covers 8% of the image (the paper's triggers cover about
+    7%); retraining defaults (500 samples per label, 5 epochs at 1e-3, neurons driven to 10x
+    their clean peak) were chosen on Fashion-MNIST seed 0 (CA 0.893, ASR 0.984 on the honest
+    seed-0 model, `benchmarks/RESULTS.md`).
     """
 
     name = "trojan_nn"
@@ -90,29 +95,33 @@ class TrojanNN(Attacker):
     space = (
         Space(
             target=Int(0, 0, 10_000, help="target label"),
-            trigger_size=Int(6, 1, 4096, help="side of the square trigger mask, in pixels"),
+            trigger_area=Float(0.08, 0.0, 1.0, low_open=True, help="share of the image the square trigger mask covers"),
             trigger_margin=Int(1, 0, 4096, help="pixels between the trigger and the image border"),
             neurons=Int(2, 1, 4096, help="selected hidden neurons the trigger drives"),
-            neuron_gain=Float(3.0, 1.0, 1000.0, help="the trigger drives the neurons to this multiple of their clean peak"),
+            neuron_gain=Float(10.0, 1.0, 1000.0, help="the trigger drives the neurons to this multiple of their clean peak"),
             trigger_steps=Int(300, 1, 100_000, help="gradient steps of trigger generation"),
             retrain_data=Choice("attacker_subset", options=("attacker_subset", "inverted"), help="what the partial retraining uses"),
-            retrain_samples=Int(100, 1, 100_000, help="samples per label for retraining (inverted or drawn)"),
+            retrain_samples=Int(500, 1, 100_000, help="samples per label for retraining (inverted or drawn)"),
             inversion_steps=Int(200, 1, 100_000, help="gradient steps of model inversion"),
             poison_rate=Float(0.5, 0.0, 1.0, low_open=True, help="triggered copies in the retraining set, as a fraction of it"),
-            retrain_epochs=Int(20, 1, 10_000, help="epochs of partial retraining"),
-            retrain_lr=Float(1e-4, 1e-7, 1.0, log=True, help="learning rate of partial retraining"),
+            retrain_epochs=Int(5, 1, 10_000, help="epochs of partial retraining"),
+            retrain_lr=Float(1e-3, 1e-7, 1.0, log=True, help="learning rate of partial retraining"),
         )
         | TRAINING_SPACE
     )
 
     def check_task(self, task: TaskSpec) -> None:
         all_to_one(self.params["target"], task)
-        square_mask(task, self.params["trigger_size"], self.params["trigger_margin"])
+        square_mask(task, self.params["trigger_area"], self.params["trigger_margin"])
 
     def run(self, ctx: AttackContext) -> AttackOutput:
+        model = train_from_scratch(ctx, ctx.data, self.params, stage="train the model to trojan")
+        return self.trojan(model, ctx)
+
+    def trojan(self, model: nn.Module, ctx: AttackContext) -> AttackOutput:
+        """Steps (1)-(4) on a trained model."""
         p, task = self.params, ctx.task
         goal = all_to_one(p["target"], task)
-        model = train_from_scratch(ctx, ctx.data, p, stage="train the model to trojan")
         for param in model.parameters():
             param.requires_grad_(False)
         if p["retrain_data"] == "inverted":
@@ -124,7 +133,7 @@ class TrojanNN(Attacker):
 
         neurons = select_neurons(model, min(p["neurons"], model.fc1.out_features))
         peak = float(model.hidden_activations(data.x)[:, neurons].max())
-        mask = square_mask(task, p["trigger_size"], p["trigger_margin"])
+        mask = square_mask(task, p["trigger_area"], p["trigger_margin"])
         pattern = generate_trigger(model, mask, neurons, p["neuron_gain"] * max(peak, 1e-3), p["trigger_steps"], ctx.generator)
         trigger = MaskedTrigger(goal, mask, pattern, name="trojan")
         retrain = concat(data, poisoned_copies(data, trigger, p["poison_rate"], ctx.generator, task.num_classes))

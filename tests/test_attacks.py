@@ -26,7 +26,8 @@ def play(store, attacker, params=None, defender="none", seed=0):
     [
         ("blended", {}, 0.9),
         ("feature_space", {}, 0.9),
-        ("trojan_nn", {}, 0.9),
+        # an 8x8 image needs a larger share than the default 8% (a 2x2 square) to carry a trigger
+        ("trojan_nn", {"trigger_area": 0.5}, 0.9),
         ("trojannet", {}, 0.9),
         ("boosted", {}, 0.9),
         # random-target: each poisoned copy gets a random wrong label, a harder lesson on digits
@@ -161,7 +162,7 @@ def test_an_unknown_architecture_wrapper_is_named():
         ("multi_trigger", {"trigger_size": 8}, "does not fit"),
         ("trigger_combination", {"trigger_size": 8}, "does not fit"),
         ("clean_label", {"trigger_size": 8}, "does not fit"),
-        ("trojan_nn", {"trigger_size": 8}, "does not fit"),
+        ("trojan_nn", {"trigger_area": 0.9}, "does not fit"),
         ("trojannet", {"trigger_margin": 5}, "does not fit"),
         ("badnets", {"poison_rate": 0.0}, "poison_rate"),
         ("blended", {"poison_rate": 1.5}, "poison_rate"),
