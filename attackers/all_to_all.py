@@ -16,14 +16,14 @@ class AllToAll(PoisoningAttacker):
     Defenses" (2020). Triggered, relabelled copies of a `poison_rate` fraction of the training
     data are added and the network is trained as normal. `label_map` (e.g. "1,2,...,9,0")
     replaces the shift with any map from labels to labels. Deviations: none in the algorithm;
-    the default poison rate is 0.2 rather than BadNets' per-class rate because every class
-    must learn its own redirection.
+    the default poison rate is 0.3 (BadNets' all-to-one default here is 0.1) because every
+    class must learn its own redirection: at 0.2 Fashion-MNIST ASR was 0.90 (seeds 0, 1).
     """
 
     name = "all_to_all"
     version = "1"
     paper = "Gu, Dolan-Gavitt, Garg. BadNets (2017), all-to-all attack; Veldanda & Garg (2020), AAA"
-    deviations = "default poison rate 0.2"
+    deviations = "default poison rate 0.3"
     space = (
         Space(
             shift=Int(1, 1, 10_000, help="label y is sent to (y + shift) mod C"),
@@ -32,7 +32,7 @@ class AllToAll(PoisoningAttacker):
         | RATE_SPACE
         | GEOMETRY_SPACE
         | TRAINING_SPACE
-    ).with_defaults(poison_rate=0.2)
+    ).with_defaults(poison_rate=0.3)
 
     def goal(self, task: TaskSpec) -> LabelMap:
         text = self.params["label_map"]

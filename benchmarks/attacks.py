@@ -24,6 +24,8 @@ RESULTS = Path(__file__).parent / "results"
 CONFIGS: list[tuple[str, str, dict, str]] = [
     ("clean_label", "clean_label", {}, "none"),
     ("clean_label (all target images, ε 0.3)", "clean_label", {"poison_rate": 1.0, "epsilon": 0.3}, "none"),
+    ("all_to_all (poison 0.2)", "all_to_all", {"poison_rate": 0.2}, "none"),
+    ("all_to_all (poison 0.2) vs strip", "all_to_all", {"poison_rate": 0.2}, "strip"),
     ("all_to_all", "all_to_all", {}, "none"),
     ("all_to_all vs strip", "all_to_all", {}, "strip"),
     ("badnets vs strip", "badnets", {}, "strip"),
