@@ -88,7 +88,8 @@ def run(dataset: str, seeds: list[int], only: list[str] | None) -> list[dict]:
 def table(rows: list[dict]) -> None:
     print("| attack | defender | seeds | honest CA | CA | ASR (headline) | ASR per trigger | stealthy | defended CA | defended ASR | FRR / FAR | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label in dict.fromkeys(r["label"] for r in rows):
+    order = [c[0] for c in CONFIGS]
+    for label in sorted(dict.fromkeys(r["label"] for r in rows), key=lambda x: order.index(x) if x in order else len(order)):
         sel = [r for r in rows if r["label"] == label]
         col = lambda f: _mean_sd([f(r) for r in sel])  # noqa: E731
         names = list(sel[0]["attacked"]["asr_per_trigger"])
