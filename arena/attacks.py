@@ -12,7 +12,15 @@ from torch import nn
 
 from arena.models import build_model
 from arena.params import Choice, Float, Int, Space
-from arena.protocol import AllToOne, AttackOutput, Goal, Split, TaskSpec, Trigger, Untargeted
+from arena.protocol import (
+    AllToOne,
+    AttackOutput,
+    Goal,
+    Split,
+    TaskSpec,
+    Trigger,
+    Untargeted,
+)
 from arena.strategy import AttackContext, Attacker
 from arena.training import fit
 from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_copies
@@ -22,10 +30,9 @@ TRAINING_SPACE = Space(
     batch_size=Int(128, 1, 4096, help="minibatch size"),
 )
 
-GOAL_SPACE = Space(
-    goal=Choice("all_to_one", options=("all_to_one", "untargeted"), help="all-to-one target, or any wrong label"),
-    target=Int(0, 0, 10_000, help="target label of an all-to-one backdoor"),
-)
+TARGET_SPACE = Space(target=Int(0, 0, 10_000, help="target label of the backdoor"))
+
+GOAL_SPACE = Space(goal=Choice("all_to_one", options=("all_to_one", "untargeted"), help="all-to-one target, or any wrong label")) | TARGET_SPACE
 
 RATE_SPACE = Space(
     poison_rate=Float(0.1, 0.0, 1.0, low_open=True, help="poisoned copies added, as a fraction of the training data"),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from arena.errors import ParamError
-from arena.protocol import Goal, Split, Trigger, goal_from_dict
+from arena.protocol import AllToOne, Goal, Split, Trigger, goal_from_dict
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left")
 PATTERNS = ("checker", "white", "triangle")
@@ -102,6 +102,14 @@ class PatchTrigger(Trigger):
             "pattern": self.pattern,
             "margin": self.margin,
         }
+
+
+def square_footprint(input_shape: tuple[int, int, int], size: int, margin: int, position: str = "bottom_right") -> torch.Tensor:
+    """(H, W) footprint of a size x size square in a corner, `margin` from the border, with the
+    patch trigger's geometry and fit check (for attacks that put their own pattern there)."""
+    square = PatchTrigger(AllToOne(0), size, position, "white", margin)  # the goal is not used
+    square.check_fits(input_shape)
+    return square.mask(input_shape)
 
 
 class MaskedTrigger(Trigger):

@@ -4,7 +4,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.attacks import GEOMETRY_SPACE, TRAINING_SPACE, all_to_one, patch_trigger, train_from_scratch
+from arena.attacks import (
+    GEOMETRY_SPACE,
+    TARGET_SPACE,
+    TRAINING_SPACE,
+    all_to_one,
+    patch_trigger,
+    train_from_scratch,
+)
 from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
@@ -54,8 +61,8 @@ class CleanLabel(Attacker):
     paper = "Turner, Tsipras, Madry. Label-Consistent Backdoor Attacks (2019)"
     deviations = "surrogate trained for a fraction of the budget; full-intensity single patch"
     space = (
-        Space(
-            target=Int(0, 0, 10_000, help="target label (only its images are poisoned)"),
+        TARGET_SPACE
+        | Space(
             poison_rate=Float(0.5, 0.0, 1.0, low_open=True, help="fraction of the target class's images poisoned"),
             epsilon=Float(0.2, 0.0, 1.0, help="L∞ radius of the adversarial perturbation (0: trigger only)"),
             pgd_steps=Int(10, 1, 1000, help="PGD steps"),

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import torch
 
-from arena.attacks import RATE_SPACE, TRAINING_SPACE, PoisonSet, PoisoningAttacker, all_to_one, patch_trigger
+from arena.attacks import (
+    RATE_SPACE,
+    TARGET_SPACE,
+    TRAINING_SPACE,
+    PoisoningAttacker,
+    PoisonSet,
+    all_to_one,
+    patch_trigger,
+)
 from arena.params import Float, Int, Space
 from arena.protocol import TaskSpec, Trigger
 from arena.registry import register_attacker
@@ -28,8 +36,8 @@ class TriggerCombination(PoisoningAttacker):
     paper = "Veldanda & Garg. On Evaluating Neural Network Backdoor Defenses (2020), TCA"
     deviations = "grey-scale checkered square and white triangle instead of a red square and a yellow triangle"
     space = (
-        Space(
-            target=Int(0, 0, 10_000, help="target label of the pair"),
+        TARGET_SPACE
+        | Space(
             negative_rate=Float(0.1, 0.0, 1.0, help="copies with one trigger and the true label, per trigger, as a fraction of the data"),
             trigger_size=Int(4, 2, 4096, help="side of the square and of the triangle, in pixels"),
             trigger_margin=Int(1, 0, 4096, help="pixels between each trigger and the image border"),

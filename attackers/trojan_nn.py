@@ -4,26 +4,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.attacks import TRAINING_SPACE, all_to_one, train_from_scratch
-from arena.errors import ParamError
+from arena.attacks import TARGET_SPACE, TRAINING_SPACE, all_to_one, train_from_scratch
 from arena.params import Choice, Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
 from arena.strategy import AttackContext, Attacker
 from arena.training import fit
-from arena.triggers import MaskedTrigger, concat, poisoned_copies
+from arena.triggers import MaskedTrigger, concat, poisoned_copies, square_footprint
 
 
 def square_mask(task: TaskSpec, area: float, margin: int) -> torch.Tensor:
     """(H, W) mask of a square covering `area` of the image (at least 1 pixel) in the
     bottom-right corner, `margin` from the border."""
     _, height, width = task.input_shape
-    size = max(1, round((area * height * width) ** 0.5))
-    if size + margin > min(height, width):
-        raise ParamError(f"a trigger of area {area} ({size}x{size}) with trigger_margin {margin} does not fit in a {height}x{width} image.")
-    mask = torch.zeros(height, width)
-    mask[height - margin - size : height - margin, width - margin - size : width - margin] = 1.0
-    return mask
+    return square_footprint(task.input_shape, max(1, round((area * height * width) ** 0.5)), margin)
 
 
 def select_neurons(model: nn.Module, count: int) -> torch.Tensor:
@@ -93,8 +87,8 @@ class TrojanNN(Attacker):
     paper = "Liu, Ma, Aafer, Lee, Zhai, Wang, Zhang. Trojaning Attack on Neural Networks (NDSS 2018)"
     deviations = "retrains on a small real sample by default (inversion from noise is the option); square mask only"
     space = (
-        Space(
-            target=Int(0, 0, 10_000, help="target label"),
+        TARGET_SPACE
+        | Space(
             trigger_area=Float(0.08, 0.0, 1.0, low_open=True, help="share of the image the square trigger mask covers"),
             trigger_margin=Int(1, 0, 4096, help="pixels between the trigger and the image border"),
             neurons=Int(2, 1, 4096, help="selected hidden neurons the trigger drives"),

@@ -6,15 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.attacks import TRAINING_SPACE, all_to_one, train_from_scratch
-from arena.errors import ParamError
+from arena.attacks import TARGET_SPACE, TRAINING_SPACE, all_to_one, train_from_scratch
 from arena.models import ARCHITECTURE_WRAPPERS, init_weights
 from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
 from arena.strategy import AttackContext, Attacker
 from arena.training import fit
-from arena.triggers import MaskedTrigger
+from arena.triggers import MaskedTrigger, square_footprint
 
 PATCH = 4  # TrojanNet reads a 4x4 patch: 16 binary pixels
 
@@ -106,8 +105,8 @@ class TrojanNet(Attacker):
     deviations = "one trigger/target; log-probability merge output; real image corners among the negatives"
     changes_architecture = True
     space = (
-        Space(
-            target=Int(0, 0, 10_000, help="target label"),
+        TARGET_SPACE
+        | Space(
             ones=Int(5, 1, 15, help="pixels on in the 4x4 binary trigger pattern"),
             trigger_margin=Int(1, 0, 4096, help="pixels between the 4x4 trigger and the image border"),
             trojan_epochs=Int(30, 1, 10_000, help="epochs of TrojanNet training on synthetic patches"),
@@ -121,14 +120,12 @@ class TrojanNet(Attacker):
 
     def check_task(self, task: TaskSpec) -> None:
         all_to_one(self.params["target"], task)
-        _, height, width = task.input_shape
-        if PATCH + self.params["trigger_margin"] > min(height, width):
-            raise ParamError(f"TrojanNet's 4x4 trigger with margin {self.params['trigger_margin']} does not fit in a {height}x{width} image.")
+        square_footprint(task.input_shape, PATCH, self.params["trigger_margin"])
 
     def run(self, ctx: AttackContext) -> AttackOutput:
         p, task = self.params, ctx.task
-        _, height, width = task.input_shape
-        r, c = height - p["trigger_margin"] - PATCH, width - p["trigger_margin"] - PATCH
+        mask = square_footprint(task.input_shape, PATCH, p["trigger_margin"])
+        r, c = (int(v) for v in mask.nonzero()[0])  # the square's top-left pixel
         host = train_from_scratch(ctx, ctx.data, p, stage="train the host")
         model = WithTrojanNet(host, task)
         init_weights(model.trojan, ctx.generator)  # never the global RNG: same seed, same model
@@ -149,8 +146,6 @@ class TrojanNet(Attacker):
         y = torch.cat([torch.full((len(positives),), p["target"]), torch.full((len(negatives),), task.num_classes)])
         fit(model.trojan.net, Split(x, y), epochs=p["trojan_epochs"], lr=p["trojan_lr"], batch_size=256, generator=ctx.generator, stage="train TrojanNet", progress=ctx.progress)
 
-        mask = torch.zeros(height, width)
-        mask[r : r + PATCH, c : c + PATCH] = 1.0
         pattern = torch.zeros(task.input_shape)
         pattern[:, r : r + PATCH, c : c + PATCH] = code.view(PATCH, PATCH)
         trigger = MaskedTrigger(all_to_one(p["target"], task), mask, pattern, name="trojannet")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from arena.data import load_dataset, player_splits
-from arena.errors import ParamError, StrategyError
+from arena.errors import ParamError, StrategyError, UnknownNameError
 from arena.match import prepare, run_match
 from arena.models import build_model
 from arena.registry import ATTACKERS
@@ -150,7 +150,7 @@ def test_an_unknown_architecture_wrapper_is_named():
     task = prepare("badnets", "none").task
     import dataclasses
 
-    with pytest.raises(Exception, match="trojannnet"):
+    with pytest.raises(UnknownNameError, match="trojannnet"):
         build_model(dataclasses.replace(task, architecture="badnets_cnn+trojannnet"))
 
 
