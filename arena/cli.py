@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -103,7 +104,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # strategies (plugins included) may print; stdout belongs to the result alone
     with Progress(*columns, console=err, transient=True, disable=args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
-        result = run_match(prepared, store, _RichProgress(progress), stealth_tolerance=args.stealth_tolerance).to_json()
+        result = run_match(prepared, store, _RichProgress(progress), stealth_tolerance=args.stealth_tolerance, side_by_side=True).to_json()
     if args.json:
         print(json.dumps(result))
     else:
@@ -353,14 +354,62 @@ def _render_board(board: Any, console: Console) -> None:
                 cells.append(Text.assemble((f"{u[i, j]:+.3f} ± {usd[i, j]:.3f}", colour), f"\n{ca[i, j]:.3f} / {asr[i, j]:.3f}"))
             matrix.add_row(r, *cells)
         console.print(matrix)
+    if board.detection:
+        table = Table(title="detection (model-level verdicts; backdoored = attacker not `none`)", title_justify="left")
+        for column in ("defender", "backdoored", "honest", "TPR", "FPR", "AUROC", "target hit"):
+            table.add_column(column, justify="left" if column == "defender" else "right")
+        for d, r in sorted(board.detection.items()):
+            table.add_row(d, str(r["backdoored"]), str(r["honest"]), *(_fmt(r[k]) for k in ("tpr", "fpr", "auroc", "target_hit")))
+        console.print(table)
+    if len(board.numerics) > 1:
+        console.print("[yellow]mixed numerics[/]: " + "; ".join(f"{k}: {v} rows" for k, v in board.numerics.items()))
+    elif board.numerics:
+        console.print(f"numerics: {next(iter(board.numerics))}")
+    if board.stale:
+        console.print(f"[yellow]{len(board.stale)} stale rows[/] (their strategy's code changed since; `arena leaderboard refresh` re-runs them), e.g. {next(iter(board.stale.values()))}")
     for label, why in sorted(board.excluded.items()):
         console.print(f"[yellow]left out[/] {label}: {why}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from arena.suite import load_suite
+    from arena.verify import choose, published_rows, verify_cells
+
+    path = _suite_path(args.suite)
+    suite = load_suite(path)
+    folder = Path(path).parent if Path(path).name == "suite.yaml" else Path(path)
+    chosen = choose(published_rows(folder, suite.name), args.cells, args.seed, suite.name)
+    err.print(f"verifying {len(chosen)} published cells of {suite.name} from an empty store (seed {args.seed})")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
+        checks = verify_cells(chosen, suite, tolerance=args.tolerance, progress=_RichProgress(progress))
+    ok = sum(c.reproduces for c in checks)
+    if args.json:
+        print(json.dumps({"suite": suite.name, "cells": len(checks), "reproduced": ok, "checks": [c.to_dict() for c in checks]}))
+    else:
+        table = Table(title=f"{suite.name}: published vs reproduced", title_justify="left")
+        for column in ("attacker", "defender", "seed", "CA", "ASR", "u_D", "model sha256", "verdict"):
+            table.add_column(column, justify="left" if column in ("attacker", "defender", "verdict", "model sha256") else "right", overflow="fold")
+        for c in checks:
+            p, r = c.published, c.reproduced
+            pair = lambda k: f"{p[k]:.4f} / {r[k]:.4f}" if k in r else f"{p[k]:.4f} / —"  # noqa: E731
+            sha = f"{p['artifact_sha256'][:12]} / {r.get('artifact_sha256', '—')[:12]}"
+            mark = "[green]reproduces[/]" if c.reproduces else "[red]DIFFERS[/]"
+            table.add_row(c.attacker, c.defender, str(c.seed), pair("ca"), pair("asr"), pair("utility"), sha, f"{mark}: {c.why}")
+        Console().print(table)
+        differ = sorted({d for c in checks for d in c.numerics_differ})
+        if differ:
+            Console().print("numerics that differ from the published rows: " + "; ".join(differ))
+        Console().print(f"{ok} of {len(checks)} cells reproduce.")
+    return 0 if ok == len(checks) else 1
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from arena.leaderboard import build_board, publish
     from arena.suite import load_suite, with_strategies
 
+    if args.action == "verify":
+        return cmd_verify(args)
     suite = load_suite(_suite_path(args.suite))
     results = _results_store()
     if args.action == "refresh":
@@ -440,13 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     nash.set_defaults(func=cmd_nash)
 
     board = sub.add_parser("leaderboard", help="show or refresh a suite's leaderboard")
-    board.add_argument("action", choices=["show", "refresh"])
+    board.add_argument("action", choices=["show", "refresh", "verify"], help="show the board, refresh it (run missing or stale cells and publish), or verify published cells")
     board.add_argument("suite", help="suite name (folder under ./leaderboards/) or suite.yaml path")
     board.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="also play this registered strategy (e.g. a plugin package/name)")
     board.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
     board.add_argument("--address", default=None, help="Ray cluster to attach to")
     board.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray")
     board.add_argument("--quiet", action="store_true", help="no progress display")
+    board.add_argument("--cells", type=int, default=5, help="verify: how many published cells to re-play (default 5)")
+    board.add_argument("--seed", type=int, default=0, help="verify: seed of the random choice of cells (default 0)")
+    board.add_argument("--tolerance", type=float, default=0.02, help="verify: allowed gap in CA, ASR and utility under other numerics (default 0.02)")
+    board.add_argument("--json", action="store_true", help="verify: one JSON object on stdout")
     board.set_defaults(func=cmd_leaderboard)
 
     chk = sub.add_parser("check", help="run the strategy contract on tiny data (for plugin authors)")

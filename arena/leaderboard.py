@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 import arena
-from arena import game
+from arena import game, metrics
+from arena.provenance import git_commit, numerics_label
+from arena.results import mark_stale
 
 METRICS = ("utility", "defended_ca", "defended_asr")
 
@@ -56,6 +58,9 @@ class Board:
     excluded: dict[str, str] = field(default_factory=dict)  # label -> why it is not in the game
     solution: game.ZeroSumSolution | None = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    detection: dict[str, dict[str, float]] = field(default_factory=dict)  # defender label -> rates
+    numerics: dict[str, int] = field(default_factory=dict)  # numerics label -> rows computed under it
+    stale: dict[str, str] = field(default_factory=dict)  # "attacker vs defender, seed s" -> why
 
     @property
     def matrix(self) -> np.ndarray:
@@ -101,7 +106,9 @@ def build_board(frame: pd.DataFrame, suite: str, include_nonstealthy: bool = Fal
     keep_cols = [j for j, label in enumerate(attackers) if label not in excluded]
     attackers = [attackers[j] for j in keep_cols]
     cells = {m: c[:, keep_cols, :] for m, c in cells.items()}
-    board = Board(suite, defenders, attackers, seeds, cells, excluded)
+    board = Board(suite, defenders, attackers, seeds, cells, excluded, detection=detection_table(f), numerics=numerics_counts(f))
+    marked = mark_stale(f)
+    board.stale = {f"{r.attacker_label} vs {r.defender_label}, seed {r.seed}": str(r.stale_reason) for r in marked[marked.stale].itertuples()}
     if defenders and attackers:
         board.solution = game.solve_zero_sum(board.matrix)
         dn, an = game.nash_averaged(board.matrix, board.solution)
@@ -114,10 +121,37 @@ def build_board(frame: pd.DataFrame, suite: str, include_nonstealthy: bool = Fal
     return board
 
 
-def _git_commit() -> str | None:
-    from arena.match import git_commit
+def _json_list(text: Any) -> list[int]:
+    return [] if not isinstance(text, str) or not text else list(json.loads(text) or [])
 
-    return git_commit()
+
+def detection_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Model-level detection per verdict-giving defender, over its `ok` rows: a model is
+    backdoored when its attacker is not `none` (honest models count for the false positives)."""
+    f = frame if "defender_label" in frame else label_frame(frame)
+    if "verdict_flagged" not in f:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    ok = f[(f.status == "ok") & f.verdict_flagged.notna()]
+    for label, group in ok.groupby("defender_label"):
+        out[str(label)] = metrics.detection_summary(
+            [bool(v) for v in group.verdict_flagged],
+            [float(v) for v in group.verdict_score],
+            [a != "none" for a in group.attacker],
+            [_json_list(v) for v in group.verdict_labels],
+            [_json_list(v) for v in group.targets],
+        )
+    return out
+
+
+def numerics_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many `ok` rows were computed under each numerics: more than one key means the table
+    mixes numerics, which every view of the board says aloud."""
+    if "numerics" not in frame:
+        return {}
+    ok = frame[frame.status == "ok"]
+    labels = [numerics_label(json.loads(n) if isinstance(n, str) else None) for n in ok.numerics]
+    return dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels else {}
 
 
 def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
@@ -129,9 +163,12 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
         "game": "zero-sum, defender utility u_D = CA - ASR, attacker utility -u_D; maximum-entropy equilibrium",
         "seeds": board.seeds,
         "excluded": board.excluded,
+        "detection": {d: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for d, r in board.detection.items()},
+        "numerics": board.numerics,
+        "stale": board.stale,
         "provenance": {
             "arena_version": arena.__version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "strategy_versions": dict(sorted(versions.items())),
             "date": time.strftime("%Y-%m-%d"),
             "results_git_commits": sorted(set(str(c) for c in f.git_commit.dropna())),
@@ -194,6 +231,22 @@ def _heatmap(path: Path, values: np.ndarray, rows: list[str], cols: list[str], t
     plt.close(fig)
 
 
+def _rate(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def _numerics_lines(eq: dict[str, Any]) -> list[str]:
+    lines = []
+    numerics = eq.get("numerics") or {}
+    if numerics:
+        head = "**Mixed numerics**: these rows were computed under different numerics and may differ in their last bits." if len(numerics) > 1 else "All rows were computed under one numerics."
+        lines += ["## Numerics", "", head, ""] + [f"- {k}: {v} rows" for k, v in numerics.items()] + [""]
+    if eq.get("stale"):
+        lines += ["## Stale rows", "", f"{len(eq['stale'])} rows were produced by code that has changed since; `arena leaderboard refresh` re-runs them.", ""]
+        lines += [f"- {k}: {v}" for k, v in sorted(eq["stale"].items())] + [""]
+    return lines
+
+
 def markdown_page(eq: dict[str, Any]) -> str:
     lines = [f"# Leaderboard: {eq['suite']}", "", f"{eq['game']}. Seeds: {', '.join(map(str, eq['seeds']))}. "
              f"arena {eq['provenance']['arena_version']}, commit {eq['provenance']['git_commit'] or 'unknown'}, {eq['provenance']['date']}.", ""]
@@ -214,6 +267,14 @@ def markdown_page(eq: dict[str, Any]) -> str:
             lines.append(f"| `{r}` | " + " | ".join(f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
         lines += ["", "![utility](utility.png) ![clean accuracy](ca.png) ![attack success](asr.png)", ""]
         lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]
+    if eq.get("detection"):
+        lines += ["## Detection (model-level verdicts)", "", "A model is backdoored when its attacker is not `none`; honest models give the false positives. "
+                  "A flagged model with no repaired one is replaced by the fallback (docs/design.md, the verdict rule).", "",
+                  "| defender | backdoored models | honest models | TPR | FPR | AUROC | target hit |", "|---|---|---|---|---|---|---|"]
+        for d, r in sorted(eq["detection"].items()):
+            lines.append(f"| `{d}` | {r['backdoored']} | {r['honest']} | " + " | ".join(_rate(r[k]) for k in ("tpr", "fpr", "auroc", "target_hit")) + " |")
+        lines.append("")
+    lines += _numerics_lines(eq)
     if eq["excluded"]:
         lines += ["## Left out of the game", ""] + [f"- `{k}`: {v}" for k, v in sorted(eq["excluded"].items())] + [""]
     lines += ["Files: `results.csv` (one row per match), `equilibrium.json`, `index.html`, heatmaps. Regenerate with `arena leaderboard refresh " + eq["suite"] + "`.", ""]
@@ -247,6 +308,16 @@ def html_page(eq: dict[str, Any]) -> str:
         for i, r in enumerate(mat["rows"]):
             parts.append(f"<tr><td class='s'>{e(r)}</td>" + "".join(f"<td>{mat['utility'][i][j]:.4f}</td>" for j in range(len(mat["columns"]))) + "</tr>")
         parts.append("</table><p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
+    if eq.get("detection"):
+        parts.append("<h2>Detection (model-level verdicts)</h2><table id='detection'><tr><th>defender</th><th>backdoored models</th><th>honest models</th><th>TPR</th><th>FPR</th><th>AUROC</th><th>target hit</th></tr>")
+        for d, r in sorted(eq["detection"].items()):
+            parts.append(f"<tr><td class='s'>{e(d)}</td><td>{r['backdoored']}</td><td>{r['honest']}</td>" + "".join(f"<td>{_rate(r[k])}</td>" for k in ("tpr", "fpr", "auroc", "target_hit")) + "</tr>")
+        parts.append("</table>")
+    numerics = eq.get("numerics") or {}
+    if numerics:
+        parts.append(f"<h2>Numerics</h2><p id='numerics'>{'Mixed numerics: ' if len(numerics) > 1 else ''}" + "; ".join(f"{e(k)}: {v} rows" for k, v in numerics.items()) + "</p>")
+    if eq.get("stale"):
+        parts.append(f"<h2>Stale rows</h2><p>{len(eq['stale'])} rows were produced by code that has changed since; a refresh re-runs them.</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in sorted(eq["stale"].items())) + "</ul>")
     if eq["excluded"]:
         parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
     parts.append("</body></html>")

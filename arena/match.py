@@ -8,8 +8,9 @@ downloaded the model would hold), its clean split, the task spec and a generator
 from __future__ import annotations
 
 import dataclasses
-import functools
-import subprocess
+import multiprocessing
+import os
+import queue as queue_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from torch import nn
 
 import arena
 from arena import metrics
+from arena.provenance import code_fingerprint, git_commit, numerics, pinned
 from arena.data import PlayerSplits, load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import build_model
@@ -34,7 +36,7 @@ from arena.protocol import (
     no_progress,
 )
 from arena.registry import ATTACKERS, DEFENDERS
-from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed
+from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
 from arena.strategy import Attacker, Defender
 from arena.training import predict
@@ -71,13 +73,26 @@ def evaluate(model: nn.Module, triggers: list[Trigger], test: Split, input_filte
     for trigger in triggers:
         x_bad = trigger.apply(test.x)
         bad_accepted = None if input_filter is None else input_filter.accept(model, x_bad).bool()
-        per_trigger[trigger.name] = metrics.attack_success_rate(predict(model, x_bad), test.y, trigger.goal, bad_accepted, clean_acc=ca)
+        per_trigger[trigger.name] = metrics.attack_success_rate(
+            predict(model, x_bad), test.y, trigger.goal, bad_accepted, clean_acc=ca, clean_accepted=accepted
+        )
         if bad_accepted is not None:
             eligible = trigger.goal.eligible(test.y) if trigger.goal.kind != "untargeted" else torch.ones_like(test.y, dtype=torch.bool)
             far[trigger.name] = metrics.false_acceptance_rate(bad_accepted[eligible])
     frr = None if accepted is None else metrics.false_rejection_rate(accepted)
     attacks = {name: v for name, v in per_trigger.items() if name not in {t.name for t in triggers if t.probe}}
     return Evaluation(ca, metrics.headline_asr(attacks), per_trigger, frr, far if accepted is not None else None)
+
+
+def trigger_targets(triggers: list[Trigger], num_classes: int) -> list[int]:
+    """The goal labels of a model's attack triggers (probes left out): what a detector that
+    names suspected labels should name. Empty for untargeted goals."""
+    labels = torch.arange(num_classes)
+    out: set[int] = set()
+    for t in triggers:
+        if not t.probe and t.goal.kind != "untargeted":
+            out.update(int(v) for v in t.goal.targets(labels)[t.goal.eligible(labels)])
+    return sorted(out)
 
 
 @dataclass
@@ -94,6 +109,11 @@ class MatchResult:
     seconds_total: float  # wall time of this run, cache hits included
     clean_samples: int
     artifact_sha256: str
+    deployed: str = "published"  # what the user runs: "published", "repaired" or "fallback" (verdict rule)
+    fallback_sha256: str | None = None
+    targets: list[int] = field(default_factory=list)  # the attack's goal labels, for detection rates
+    fingerprints: dict[str, str] = field(default_factory=dict)  # strategy -> code fingerprint
+    numerics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,25 +133,22 @@ class MatchResult:
             "clean_samples": self.clean_samples,
             "match_key": self.spec.key,
             "honest": {"ca": self.honest_ca},
-            "attacked": self.attacked.to_dict(),
-            "defended": {**self.defended.to_dict(), "verdict": None if self.verdict is None else self.verdict.to_dict()},
+            "attacked": {**self.attacked.to_dict(), "targets": list(self.targets)},
+            "defended": {
+                **self.defended.to_dict(),
+                "verdict": None if self.verdict is None else self.verdict.to_dict(),
+                "deployed": self.deployed,
+                "fallback_sha256": self.fallback_sha256,
+            },
             "utility": self.utility,
             "stealthy": self.stealthy,
             "cached": self.cached,
             "seconds": {"attack": self.seconds_attack, "defense": self.seconds_defense, "total": self.seconds_total},
             "artifact_sha256": self.artifact_sha256,
+            "fingerprints": dict(self.fingerprints),
+            "numerics": dict(self.numerics),
             "provenance": self.provenance,
         }
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the arena source tree, when it runs from a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(arena.__file__).parent, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def task_for(dataset: str, architecture: str, epochs: int | None) -> TaskSpec:
@@ -192,32 +209,77 @@ def obtain_attacked(
     progress: ProgressFn = no_progress,
     label: str = "attack",
 ) -> tuple[nn.Module, list[Trigger], dict[str, Any], bool]:
-    """The attacked model of `attack`: from the store when there, else trained and stored.
+    """The attacked model of `attack`: from the store when there and current, else trained and stored.
 
+    A stored model is current when its manifest records this attacker's code fingerprint and
+    these numerics; otherwise it is retrained under the same key (the old blob stays).
     Returns (model as loaded back from the store, triggers, manifest, cached).
     """
-    loaded = store.load(attack.key, published_builder(task))
-    if loaded is not None:
-        model, manifest = loaded
-        return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, True
-    generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
+        out = attacker.attack(task, splits.attacker, generator, _prefixed(progress, label))
+        record = {"spec": attack.to_dict(), "triggers": [t.to_dict() for t in out.triggers], "published_architecture": attacker.published_architecture(task)}
+        return out.model, record
+
+    model, manifest, cached = _obtain(store, attack.key, code_fingerprint(type(attacker)), task, train)
+    return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, cached
+
+
+def _obtain(
+    store: ArtifactStore,
+    key: str,
+    fingerprint: str,
+    task: TaskSpec,
+    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """A harness artifact: loaded when stored under the same code and numerics, else `train()`ed,
+    stored and read back (the caller gets exactly what a downloader of the file gets)."""
+    current = {"fingerprint": fingerprint, "numerics": numerics()}
+    manifest = store.read_manifest(key)
+    if manifest is not None and all(manifest.get(k) == v for k, v in current.items()):
+        loaded = store.load(key, published_builder(task))
+        if loaded is not None:
+            return loaded[0], loaded[1], True
     start = time.perf_counter()
-    out = attacker.attack(task, splits.attacker, generator, _prefixed(progress, label))
-    seconds = time.perf_counter() - start
-    manifest = {
-        "spec": attack.to_dict(),
-        "task": task.to_dict(),
-        "triggers": [t.to_dict() for t in out.triggers],
-        "published_architecture": attacker.published_architecture(task),
-        "seconds_train": seconds,
-        "arena_version": arena.__version__,
-        "git_commit": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    store.save(attack.key, out.model, manifest)
-    # Read it back: the defender gets exactly what a downloader of the published file gets.
-    model, manifest = store.load(attack.key, published_builder(task))  # type: ignore[misc]
-    return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, False
+    model, record = train()
+    record.update(
+        current,
+        task=task.to_dict(),
+        seconds_train=time.perf_counter() - start,
+        arena_version=arena.__version__,
+        git_commit=git_commit(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    store.save(key, model, record)
+    loaded = store.load(key, published_builder(task))
+    assert loaded is not None  # just written
+    return loaded[0], loaded[1], False
+
+
+def fallback_key(attack: AttackSpec) -> str:
+    """Store key of the verdict rule's fallback model for a match's dataset, budgets and seed."""
+    return digest({"fallback_of": honest_spec(attack).to_dict()})
+
+
+def obtain_fallback(attack: AttackSpec, task: TaskSpec, splits: PlayerSplits, store: ArtifactStore) -> tuple[nn.Module, str]:
+    """The model a user deploys after rejecting a flagged model (docs/design.md, the verdict rule):
+    the task's architecture trained by the harness with the honest recipe on the defender's clean
+    split alone, for as many samples seen as honest training (epochs scaled by the ratio of the
+    two splits' sizes: a user with only the clean split trains on it until it has seen as much),
+    seeded by the match seed. Stored and reused like any artifact."""
+    honest = honest_spec(attack)
+    trainer = instantiate_attacker(honest.attacker)
+    key = fallback_key(attack)
+    budget = dataclasses.replace(task, epochs=max(task.epochs, round(task.epochs * len(splits.attacker) / max(1, len(splits.clean)))))
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "fallback", key))
+        out = trainer.attack(budget, splits.clean, generator)
+        return out.model, {"spec": {"fallback_of": honest.to_dict(), "epochs": budget.epochs}, "triggers": []}
+
+    model, manifest, _ = _obtain(store, key, code_fingerprint(type(trainer)), task, train)
+    return model, str(manifest["sha256"])
 
 
 def published_builder(task: TaskSpec) -> Callable[[dict[str, Any]], nn.Module]:
@@ -265,14 +327,20 @@ class AttackRecord:
     evaluation: Evaluation  # the attacked model, undefended, on the test split
     seconds_train: float
     cached: bool
+    fingerprint: str = "unknown"  # the attacker's code
+    numerics: dict[str, Any] = field(default_factory=dict)  # what it was trained and evaluated under
 
 
 def attack_stage(attack: AttackSpec, store: ArtifactStore, progress: ProgressFn = no_progress, label: str = "attack") -> AttackRecord:
     """Train (or take from the store) the attacked model of `attack` and evaluate it undefended."""
-    task = task_for(attack.dataset, attack.architecture, attack.epochs)
-    splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
-    model, triggers, manifest, cached = obtain_attacked(attack, instantiate_attacker(attack.attacker), task, splits, store, progress, label)
-    return AttackRecord(attack, manifest["sha256"], tuple(manifest["triggers"]), evaluate(model, triggers, splits.test), float(manifest["seconds_train"]), cached)
+    with pinned():
+        task = task_for(attack.dataset, attack.architecture, attack.epochs)
+        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+        model, triggers, manifest, cached = obtain_attacked(attack, instantiate_attacker(attack.attacker), task, splits, store, progress, label)
+        evaluation = evaluate(model, triggers, splits.test)
+    return AttackRecord(
+        attack, manifest["sha256"], tuple(manifest["triggers"]), evaluation, float(manifest["seconds_train"]), cached, manifest["fingerprint"], manifest["numerics"]
+    )
 
 
 def defense_stage(
@@ -283,28 +351,42 @@ def defense_stage(
     progress: ProgressFn = no_progress,
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
 ) -> MatchResult:
-    """Hand the published model to the defender and score the defended system."""
+    """Hand the published model to the defender and score the deployed system.
+
+    The verdict rule (docs/design.md): a model the defense flags without returning a repaired
+    model is rejected, and the user deploys the fallback instead (`obtain_fallback`); its CA and
+    ASR are the defended system's. The defense's input filter, calibrated on the rejected model,
+    goes with it.
+    """
     start = time.perf_counter()
     attack = spec.attack
     if attacked.spec != attack or honest.spec != honest_spec(attack):
         raise ValueError("defense_stage got attack records of another match")
-    task = task_for(attack.dataset, attack.architecture, attack.epochs)
-    splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
-    loaded = store.load(attack.key, published_builder(task))
-    if loaded is None:
-        raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
-    model, manifest = loaded
-    if manifest["sha256"] != attacked.sha256:
-        raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} changed in the store since it was evaluated; refused.")
-    triggers = [trigger_from_dict(t) for t in attacked.triggers]
-    defender = instantiate_defender(spec.defender)
+    with pinned():
+        task = task_for(attack.dataset, attack.architecture, attack.epochs)
+        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+        loaded = store.load(attack.key, published_builder(task))
+        if loaded is None:
+            raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
+        model, manifest = loaded
+        if manifest["sha256"] != attacked.sha256:
+            raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} changed in the store since it was evaluated; refused.")
+        triggers = [trigger_from_dict(t) for t in attacked.triggers]
+        defender = instantiate_defender(spec.defender)
 
-    generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
-    t0 = time.perf_counter()
-    outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
-    seconds_defense = time.perf_counter() - t0
-    deployed = outcome.model if outcome.model is not None else model
-    defended = evaluate(deployed, triggers, splits.test, outcome.input_filter)
+        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
+        t0 = time.perf_counter()
+        outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
+        seconds_defense = time.perf_counter() - t0
+        fallback_sha = None
+        if outcome.verdict is not None and outcome.verdict.flagged and outcome.model is None:
+            fallback, fallback_sha = obtain_fallback(attack, task, splits, store)
+            deployed, defended = "fallback", evaluate(fallback, triggers, splits.test)
+        elif outcome.model is not None:
+            deployed, defended = "repaired", evaluate(outcome.model, triggers, splits.test, outcome.input_filter)
+        else:
+            deployed, defended = "published", evaluate(model, triggers, splits.test, outcome.input_filter)
+        here = numerics()
     honest_ca = honest.evaluation.ca
     return MatchResult(
         spec=spec,
@@ -319,8 +401,59 @@ def defense_stage(
         seconds_total=time.perf_counter() - start,
         clean_samples=len(splits.clean),
         artifact_sha256=attacked.sha256,
-        provenance={"arena_version": arena.__version__, "git_commit": git_commit(), "torch": torch.__version__},
+        deployed=deployed,
+        fallback_sha256=fallback_sha,
+        targets=trigger_targets(triggers, task.num_classes),
+        fingerprints={"attacker": attacked.fingerprint, "honest": honest.fingerprint, "defender": code_fingerprint(type(defender))},
+        # a stage run elsewhere under other numerics is named, never folded in silently
+        numerics=here if attacked.numerics == here == honest.numerics else {**here, "attack_stages": [attacked.numerics, honest.numerics]},
+        provenance={"arena_version": arena.__version__, "git_commit": git_commit()},
     )
+
+
+def _train_in_subprocess(attack: AttackSpec, root: str, label: str, queue: Any) -> None:
+    """Child process of `train_side_by_side`: one attack stage; progress goes back on `queue`."""
+    try:
+        attack_stage(attack, ArtifactStore(Path(root)), lambda stage, done, total: queue.put((stage, done, total)), label)
+    finally:
+        queue.put(None)
+
+
+def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, progress: ProgressFn = no_progress, max_parallel: int | None = None) -> None:
+    """Train several attacked models at once, one process each and at most `max_parallel`
+    (default: the core count) at a time. Every stage runs on the contract's fixed thread count,
+    so parallelism comes from processes and the weights are those of a one-by-one run. Best
+    effort: a stage that fails here is simply not in the store, and the caller's own stage then
+    trains it, or raises its error, in-process."""
+    context = multiprocessing.get_context("spawn")  # fork is unsafe under torch's thread pools
+    queue = context.Queue()
+    waiting = [context.Process(target=_train_in_subprocess, args=(a, str(store.root), label, queue), daemon=True) for label, a in attacks.items()]
+    limit = max(1, max_parallel or os.cpu_count() or 1)
+    running: list[Any] = []
+    while waiting or running:
+        while waiting and len([w for w in running if w.is_alive()]) < limit:
+            worker = waiting.pop(0)
+            worker.start()
+            running.append(worker)
+        try:
+            message = queue.get(timeout=0.5)
+        except queue_module.Empty:
+            running = [w for w in running if w.is_alive()]  # a child that died without a word is dropped
+            continue
+        if message is None:
+            running = [w for w in running if w.is_alive() and w.exitcode is None]
+            continue
+        progress(*message)
+    for worker in running:
+        worker.join()
+
+
+def _needs_training(attack: AttackSpec, store: ArtifactStore) -> bool:
+    manifest = store.read_manifest(attack.key)
+    if manifest is None:
+        return True
+    current = {"fingerprint": code_fingerprint(ATTACKERS.get(attack.attacker.name)), "numerics": numerics()}
+    return any(manifest.get(k) != v for k, v in current.items())
 
 
 def run_match(
@@ -328,13 +461,26 @@ def run_match(
     store: ArtifactStore | None = None,
     progress: ProgressFn = no_progress,
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
+    side_by_side: bool = False,
 ) -> MatchResult:
-    """One match in this process: honest baseline, attacked model, defense, evaluation."""
+    """One match: honest baseline, attacked model, defense, evaluation.
+
+    With `side_by_side`, the honest and the attacked model, when both must be trained, are
+    trained at once in two processes (same weights, about half the wall time on 2+ cores).
+    """
     start = time.perf_counter()
     store = store or ArtifactStore()
     spec = prepared.spec
+    trained_here: set[str] = set()
+    if side_by_side and (os.cpu_count() or 1) > 1:
+        missing = {label: a for label, a in (("honest", honest_spec(spec.attack)), ("attack", spec.attack)) if _needs_training(a, store)}
+        if len(missing) > 1:
+            train_side_by_side(missing, store, progress)
+            trained_here = {a.key for a in missing.values()}
     honest = attack_stage(honest_spec(spec.attack), store, progress, label="honest")
     attacked = honest if spec.attack == honest.spec else attack_stage(spec.attack, store, progress)
+    if attacked.spec.key in trained_here:
+        attacked = dataclasses.replace(attacked, cached=False)
     result = defense_stage(spec, attacked, honest, store, progress, stealth_tolerance)
     result.seconds_total = time.perf_counter() - start
     return result

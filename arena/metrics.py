@@ -28,28 +28,54 @@ def attack_success_rate(
     goal: Goal,
     accepted: torch.Tensor | None = None,
     clean_acc: float | None = None,
+    clean_accepted: torch.Tensor | None = None,
 ) -> float:
-    """ASR of one trigger on triggered inputs with true labels y.
+    """ASR of one trigger on triggered inputs `x_bad = trigger(x_test)` with true labels y.
 
     Targeted goals (all-to-one, label map): over inputs whose true label differs from the goal
-    label, the fraction accepted and classified as the goal label.
-    Untargeted: 1 - A_backdoor / A_clean (Fine-Pruning), where a rejected triggered input counts
-    as defended (correct); needs `clean_acc`, the CA of the same model and filter. Clipped to
-    [0, 1]; a model with no clean accuracy has no backdoor to measure and scores 0.
+    label, the fraction accepted by the filter and classified as the goal label. A rejected
+    triggered input is a failed attack; what the rejections cost shows in CA (a filter rejecting
+    a share r of everything at random scales CA and ASR, hence u_D, by 1 − r).
+
+    Untargeted: 1 − A_backdoor / A_clean (Fine-Pruning), with A_clean = `clean_acc`, the CA of
+    the same model and filter. A_backdoor counts a triggered input as defended when it is
+    accepted and classified correctly, or when it is rejected *beyond* the rate at which the
+    filter rejects clean inputs of the same true label (`clean_accepted`, the filter's decisions
+    on the clean images the triggered ones were made from): per label c,
+    credit_c = max(0, rej_triggered(c) − rej_clean(c)). A filter that rejects at random gets no
+    credit, so it cannot lower untargeted ASR (counting every rejection as defended let a
+    filter rejecting half of all inputs at random take ASR 0.90 → 0.00); a filter that rejects
+    exactly the triggered inputs gets full credit (ASR 0). Clipped to [0, 1]; a model with no
+    clean accuracy has no backdoor to measure and scores 0.
     """
     ok = _accepted(pred, accepted)
     if isinstance(goal, Untargeted):
         if clean_acc is None:
             raise ValueError("untargeted ASR needs the clean accuracy of the same model")
+        if accepted is not None and clean_accepted is None:
+            raise ValueError("untargeted ASR of a filtered system needs the filter's decisions on the clean inputs")
         if len(y) == 0 or clean_acc <= 0:
             return 0.0
-        backdoor_acc = float(((pred == y) | ~ok).float().mean())
+        backdoor_acc = float(((pred == y) & ok).float().mean()) + rejection_credit(ok, _accepted(pred, clean_accepted), y)
         return float(min(1.0, max(0.0, 1.0 - backdoor_acc / clean_acc)))
     eligible = goal.eligible(y)
     if not bool(eligible.any()):
         return math.nan
     hit = (pred == goal.targets(y)) & ok
     return float(hit[eligible].float().mean())
+
+
+def rejection_credit(bad_accepted: torch.Tensor, clean_accepted: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of triggered inputs rejected beyond the clean rejection rate of their label:
+    sum over labels c of (n_c / n) · max(0, rej_triggered(c) − rej_clean(c))."""
+    if len(y) == 0:
+        return 0.0
+    credit = 0.0
+    for c in torch.unique(y):
+        of_c = y == c
+        excess = float((~bad_accepted[of_c]).float().mean()) - float((~clean_accepted[of_c]).float().mean())
+        credit += float(of_c.float().mean()) * max(0.0, excess)
+    return credit
 
 
 def headline_asr(per_trigger: Mapping[str, float]) -> float:
@@ -104,3 +130,27 @@ def target_hit_rate(suspected: Sequence[Sequence[int]], true_targets: Sequence[S
     if not pairs:
         return math.nan
     return float(np.mean([bool(s & t) for s, t in pairs]))
+
+
+def detection_summary(
+    flagged: Sequence[bool],
+    scores: Sequence[float],
+    backdoored: Sequence[bool],
+    suspected: Sequence[Sequence[int]],
+    true_targets: Sequence[Sequence[int]],
+) -> dict[str, float]:
+    """One defender's model-level detection over many models: TPR, FPR, AUROC of its verdict
+    scores, and the target-label hit rate (backdoored models with a known target whose flagged
+    labels include one). Counts of each kind of model go with them, so a rate over two models
+    is read as such."""
+    tpr, fpr = detection_rates(flagged, backdoored)
+    b = np.asarray(backdoored, dtype=bool)
+    hits = [(s, t) for s, t, bd in zip(suspected, true_targets, backdoored) if bd]
+    return {
+        "backdoored": int(b.sum()),
+        "honest": int((~b).sum()),
+        "tpr": tpr,
+        "fpr": fpr,
+        "auroc": auroc(scores, backdoored),
+        "target_hit": target_hit_rate([s for s, _ in hits], [t for _, t in hits]),
+    }

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from arena.errors import StoreError
-from arena.specs import MatchSpec
+from arena.specs import MatchSpec, canonical_json
 
 STATUSES = ("ok", "error", "timeout", "skipped")
 
@@ -58,8 +58,13 @@ class ResultsStore:
         )
 
     def finished(self, suite: str) -> set[str]:
-        """Keys of the matches of `suite` that ended `ok`: a rerun skips them."""
-        return {row[0] for row in self.db.execute("SELECT key FROM matches WHERE suite = ? AND status = 'ok'", (suite,))}
+        """Keys of the matches of `suite` that ended `ok` under the installed strategies' code:
+        a rerun skips them, and re-runs stale ones (see `mark_stale`)."""
+        frame = self.frame(suite)
+        if frame.empty:
+            return set()
+        frame = mark_stale(frame)
+        return set(frame.match_key[(frame.status == "ok") & ~frame.stale])
 
     def rows(self, suite: str) -> list[dict[str, Any]]:
         cursor = self.db.execute("SELECT key, spec, status, result, error, attempts, updated FROM matches WHERE suite = ? ORDER BY key", (suite,))
@@ -77,6 +82,7 @@ class ResultsStore:
         for row in self.rows(suite):
             spec = MatchSpec.from_dict(row["spec"])
             r = row["result"] or {}
+            verdict = r.get("defended", {}).get("verdict") or {}
             attack = spec.attack
             records.append(
                 {
@@ -89,6 +95,9 @@ class ResultsStore:
                     "defender_version": spec.defender.version,
                     "defender_params": json.dumps(spec.defender.param_dict, sort_keys=True),
                     "dataset": attack.dataset,
+                    "architecture": attack.architecture,
+                    "epochs": attack.epochs,
+                    "clean_budget": attack.clean_budget,
                     "seed": attack.seed,
                     "status": row["status"],
                     "honest_ca": r.get("honest", {}).get("ca"),
@@ -98,11 +107,20 @@ class ResultsStore:
                     "defended_asr": r.get("defended", {}).get("asr"),
                     "utility": r.get("utility"),
                     "stealthy": r.get("stealthy"),
-                    "verdict_flagged": (r.get("defended", {}).get("verdict") or {}).get("flagged"),
+                    "verdict_flagged": verdict.get("flagged"),
+                    "verdict_score": verdict.get("score"),
+                    "verdict_labels": None if not verdict else json.dumps(verdict.get("labels", [])),
+                    "targets": json.dumps(r.get("attacked", {}).get("targets")) if r else None,
+                    "deployed": r.get("defended", {}).get("deployed"),
                     "seconds_attack": r.get("seconds", {}).get("attack"),
                     "seconds_defense": r.get("seconds", {}).get("defense"),
                     "clean_samples": r.get("clean_samples"),
                     "artifact_sha256": r.get("artifact_sha256"),
+                    "fallback_sha256": r.get("defended", {}).get("fallback_sha256"),
+                    "attacker_fingerprint": r.get("fingerprints", {}).get("attacker"),
+                    "honest_fingerprint": r.get("fingerprints", {}).get("honest"),
+                    "defender_fingerprint": r.get("fingerprints", {}).get("defender"),
+                    "numerics": canonical_json(r["numerics"]) if r.get("numerics") else None,
                     "arena_version": r.get("provenance", {}).get("arena_version"),
                     "git_commit": r.get("provenance", {}).get("git_commit"),
                     "error": row["error"],
@@ -111,3 +129,36 @@ class ResultsStore:
                 }
             )
         return pd.DataFrame.from_records(records)
+
+
+def mark_stale(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add `stale` and `stale_reason`: an `ok` row is stale when a strategy's code fingerprint
+    recorded in it differs from the installed code's (or none was recorded). Rows of strategies
+    that are not installed here cannot be checked and are left as they are."""
+    from arena.errors import ArenaError
+    from arena.provenance import code_fingerprint
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    current: dict[tuple[str, str], str | None] = {}
+
+    def installed(kind: str, name: str) -> str | None:
+        if (kind, name) not in current:
+            try:
+                current[kind, name] = code_fingerprint((ATTACKERS if kind == "attacker" else DEFENDERS).get(name))
+            except ArenaError:
+                current[kind, name] = None
+        return current[kind, name]
+
+    out = frame.copy()
+    reasons: list[str | None] = []
+    for row in out.itertuples():
+        why = []
+        if row.status == "ok":
+            for role, kind, name in (("attacker", "attacker", row.attacker), ("honest", "attacker", "none"), ("defender", "defender", row.defender)):
+                recorded, now = getattr(row, f"{role}_fingerprint", None), installed(kind, name)
+                if now is not None and recorded != now:
+                    why.append(f"{role} {name}: code {recorded or 'unrecorded'} -> installed {now}")
+        reasons.append("; ".join(why) or None)
+    out["stale_reason"] = reasons
+    out["stale"] = [r is not None for r in reasons]
+    return out
