@@ -371,6 +371,11 @@ def _render_board(board: Any, console: Console) -> None:
         console.print(f"[yellow]left out[/] {label}: {why}")
 
 
+def _pair(check: Any, key: str) -> str:
+    reproduced = check.reproduced.get(key)
+    return f"{check.published[key]:.3f} / " + ("—" if reproduced is None else f"{reproduced:.3f}")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from arena.suite import load_suite
     from arena.verify import choose, published_rows, verify_cells
@@ -387,20 +392,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"suite": suite.name, "cells": len(checks), "reproduced": ok, "checks": [c.to_dict() for c in checks]}))
     else:
-        table = Table(title=f"{suite.name}: published vs reproduced", title_justify="left")
-        for column in ("attacker", "defender", "seed", "CA", "ASR", "u_D", "model sha256", "verdict"):
-            table.add_column(column, justify="left" if column in ("attacker", "defender", "verdict", "model sha256") else "right", overflow="fold")
-        for c in checks:
-            p, r = c.published, c.reproduced
-            pair = lambda k: f"{p[k]:.4f} / {r[k]:.4f}" if k in r else f"{p[k]:.4f} / —"  # noqa: E731
-            sha = f"{p['artifact_sha256'][:12]} / {r.get('artifact_sha256', '—')[:12]}"
-            mark = "[green]reproduces[/]" if c.reproduces else "[red]DIFFERS[/]"
-            table.add_row(c.attacker, c.defender, str(c.seed), pair("ca"), pair("asr"), pair("utility"), sha, f"{mark}: {c.why}")
-        Console().print(table)
+        console = Console()
+        table = Table(title=f"{suite.name}: published / reproduced", title_justify="left")
+        for column in ("#", "attacker", "defender", "seed", "CA", "ASR", "u_D", "model sha256"):
+            table.add_column(column, justify="right" if column in ("CA", "ASR", "u_D", "seed") else "left", overflow="fold")
+        for i, c in enumerate(checks, 1):
+            sha = f"{c.published['artifact_sha256'][:8]} / {str(c.reproduced.get('artifact_sha256', '—'))[:8]}"
+            table.add_row(str(i), c.attacker, c.defender, str(c.seed), *(_pair(c, k) for k in ("ca", "asr", "utility")), sha)
+        console.print(table)
+        for i, c in enumerate(checks, 1):
+            console.print(f"  {i}. " + ("[green]reproduces[/]" if c.reproduces else "[red]DIFFERS[/]") + f": {c.why}", highlight=False)
         differ = sorted({d for c in checks for d in c.numerics_differ})
         if differ:
-            Console().print("numerics that differ from the published rows: " + "; ".join(differ))
-        Console().print(f"{ok} of {len(checks)} cells reproduce.")
+            console.print("numerics that differ from the published rows: " + "; ".join(differ), highlight=False)
+        console.print(f"{ok} of {len(checks)} cells reproduce.")
     return 0 if ok == len(checks) else 1
 
 

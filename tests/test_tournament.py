@@ -74,6 +74,22 @@ def test_a_tournament_cell_equals_the_same_match_run_alone(ray_session, tiny_run
     assert cell.defended_asr == alone["defended"]["asr"] and cell.defended_ca == alone["defended"]["ca"]
 
 
+def test_a_tournament_worker_and_a_match_on_more_threads_train_the_same_bits(ray_session, tiny_run, tmp_path):
+    import torch
+
+    results, _ = tiny_run
+    frame = results.frame("tiny")
+    cell = frame[(frame.attacker == "badnets") & (frame.defender == "fine_tuning")].iloc[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's setting must not matter: stages pin their own
+    try:
+        alone = run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 10}, epochs=3), ArtifactStore(tmp_path)).to_json()
+    finally:
+        torch.set_num_threads(before)
+    assert not alone["cached"] and alone["artifact_sha256"] == cell.artifact_sha256
+    assert alone["utility"] == cell.utility and json.loads(cell.numerics) == alone["numerics"]
+
+
 def test_resume_runs_only_the_missing_cells_and_ends_with_the_same_table(ray_session, tiny_run):
     results, _ = tiny_run
     before = _metrics(results.frame("tiny"))
