@@ -1,4 +1,4 @@
-"""Datasets and the fixed split of the training data between attacker and defender (DESIGN.md §1, §9)."""
+"""Datasets and the fixed split of the training data between attacker and defender (docs/design.md §1, §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The game between attackers and defenders (DESIGN.md §6): pure functions of a utility matrix.
+"""The game between attackers and defenders (docs/design.md §6): pure functions of a utility matrix.
 
 Rows are defender strategies, columns attacker strategies, cells the defender's utility
 u_D = CA − ASR. Zero-sum by default (u_A = −u_D): solved exactly by linear programming, then

@@ -1,6 +1,6 @@
 """One match: attacked model (trained once, then from the store), defense, trusted evaluation.
 
-The runner is the evaluator of DESIGN.md §1: it alone holds the triggers and the test split.
+The runner is the evaluator of docs/design.md §1: it alone holds the triggers and the test split.
 The defender gets the published weights rebuilt from the artifact store (what a user who
 downloaded the model would hold), its clean split, the task spec and a generator; nothing else.
 """

@@ -1,4 +1,4 @@
-"""Every metric of DESIGN.md §3, as pure functions of predictions, labels and acceptances."""
+"""Every metric of docs/design.md §3, as pure functions of predictions, labels and acceptances."""
 
 from __future__ import annotations
 

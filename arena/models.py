@@ -1,4 +1,4 @@
-"""Architectures. A task names its architecture; attackers must keep it (DESIGN.md §1)."""
+"""Architectures. A task names its architecture; attackers must keep it (docs/design.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Protocol types exchanged across the information boundary (DESIGN.md §1-2)."""
+"""Protocol types exchanged across the information boundary (docs/design.md §1-2)."""
 
 from __future__ import annotations
 

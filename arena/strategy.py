@@ -75,7 +75,7 @@ def _check_logits(model: nn.Module, task: TaskSpec, who: str) -> None:
 
 @dataclass(frozen=True)
 class AttackContext:
-    """All an attacker gets (DESIGN.md §1): its data split, the task, a seeded generator."""
+    """All an attacker gets (docs/design.md §1): its data split, the task, a seeded generator."""
 
     task: TaskSpec
     data: Split
@@ -125,7 +125,7 @@ class Attacker(Strategy):
 
 @dataclass(frozen=True)
 class DefenseContext:
-    """All a defender gets besides the model (DESIGN.md §1): the task, its clean split, a generator."""
+    """All a defender gets besides the model (docs/design.md §1): the task, its clean split, a generator."""
 
     task: TaskSpec
     clean: Split
