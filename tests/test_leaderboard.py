@@ -104,3 +104,26 @@ def test_the_html_page_renders_in_a_headless_browser_with_the_numbers_of_the_jso
     assert value and float(value.group(1)) == pytest.approx(eq["value"], abs=1e-4)
     cells = [float(x) for x in re.findall(r"<td>([-0-9.]+)</td>", dom.split("id=\"utility-matrix\"")[1].split("</table>")[0])]
     assert cells == pytest.approx([v for row in eq["matrix"]["utility"] for v in row], abs=1e-4)
+
+
+def test_the_board_shows_detection_per_verdict_giving_defender_and_mixed_numerics(tmp_path):
+    frame = _frame({("nc", "none"): [0.9, 0.9], ("nc", "badnets"): [0.5, 0.6], ("fine_tuning", "none"): [0.9, 0.9], ("fine_tuning", "badnets"): [0.1, 0.1]})
+    verdicts = {("nc", "none", 0): (False, 1.0, []), ("nc", "none", 1): (True, 2.5, [4]), ("nc", "badnets", 0): (True, 4.0, [0]), ("nc", "badnets", 1): (True, 3.0, [7])}
+    for column in ("verdict_score", "verdict_labels", "targets", "numerics"):
+        frame[column] = None
+    cpu = json.dumps({"torch": "2.13.0+cpu", "device": "cpu", "threads": 1, "cpu_kernels": "AVX2", "machine": "x86_64"})
+    for i, row in frame.iterrows():
+        flagged, score, labels = verdicts.get((row.defender, row.attacker, row.seed), (None, None, None))
+        frame.loc[i, ["verdict_flagged", "verdict_score", "verdict_labels"]] = [flagged, score, None if labels is None else json.dumps(labels)]
+        frame.loc[i, "targets"] = json.dumps([0] if row.attacker == "badnets" else [])
+        frame.loc[i, "numerics"] = cpu if row.seed == 0 else cpu.replace("AVX2", "AVX512")
+    board = build_board(frame, "t", replicates=10)
+    # only `nc` gave verdicts: 2 backdoored models both flagged (one with the right label), 1 of 2 honest flagged
+    assert set(board.detection) == {"nc"}
+    assert board.detection["nc"] == {"backdoored": 2, "honest": 2, "tpr": 1.0, "fpr": 0.5, "auroc": 1.0, "target_hit": 0.5}
+    assert len(board.numerics) == 2 and sum(board.numerics.values()) == 8
+    eq = publish(board, frame, tmp_path)
+    page = (tmp_path / "README.md").read_text()
+    assert "## Detection" in page and "| `nc` | 2 | 2 | 1.000 | 0.500 | 1.000 | 0.500 |" in page
+    assert "Mixed numerics" in page and eq["detection"]["nc"]["tpr"] == 1.0
+    assert "id='detection'" in (tmp_path / "index.html").read_text()
