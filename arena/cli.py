@@ -173,6 +173,15 @@ def _results_table(frame: Any, title: str) -> Table:
     return table
 
 
+def _warn_mixed_numerics(frame: Any) -> None:
+    """Rows of one table computed under different numerics are never mixed silently."""
+    from arena.leaderboard import numerics_counts
+
+    counts = numerics_counts(frame) if not frame.empty else {}
+    if len(counts) > 1:
+        err.print("[yellow]mixed numerics[/]: these rows were computed under " + "; ".join(f"{k} ({v} rows)" for k, v in counts.items()), highlight=False)
+
+
 def _results_store() -> Any:
     from arena.results import ResultsStore
     from arena.store import arena_home
@@ -191,6 +200,7 @@ def cmd_tournament(args: argparse.Namespace) -> int:
         print(frame.to_json(orient="records"))
     else:
         Console().print(_results_table(frame, f"suite {suite.name}"))
+    _warn_mixed_numerics(frame)
     return 0 if summary.failed == 0 else 3
 
 
@@ -240,6 +250,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if frame.empty:
         known = results.suites()
         raise UsageError(f"no results for suite {name!r}. Suites with results: {', '.join(known) if known else '(none)'}.")
+    _warn_mixed_numerics(frame)
     if args.format == "table":
         Console().print(_results_table(frame, f"suite {name}"))
     elif args.format == "parquet":
