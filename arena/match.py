@@ -22,7 +22,6 @@ from torch import nn
 
 import arena
 from arena import metrics
-from arena.provenance import code_fingerprint, git_commit, numerics, pinned
 from arena.data import PlayerSplits, load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import build_model
@@ -35,6 +34,7 @@ from arena.protocol import (
     Verdict,
     no_progress,
 )
+from arena.provenance import code_fingerprint, git_commit, numerics, pinned
 from arena.registry import ATTACKERS, DEFENDERS
 from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
