@@ -122,6 +122,66 @@ def test_boosting_multiplies_exactly_the_backdoor_channels_by_k():
         assert set(scaled.tolist()) == set(gap(plain).topk(3).indices.tolist())  # the largest activation gaps
 
 
+def _asr(model, trigger, test):
+    """Share of the test inputs outside the target label that the trigger sends to the target."""
+    from arena.training import predict
+
+    others = test.x[test.y != trigger.goal.target]
+    return float((predict(model, trigger.apply(others)) == trigger.goal.target).float().mean())
+
+
+def test_boosting_keeps_more_of_the_backdoor_through_fine_tuning_than_the_same_badnet():
+    """The same BadNets model (one generator), boosted at the defaults (k = 2 on 2 channels) or
+    not, then fine-tuned alike with the `fine_tuning` defaults. The gain on digits is small:
+    measured here, ASR after fine-tuning 0.89 without boosting and 0.91 with it (other
+    generators gave gains as small or smaller), because fine-tuning at its defaults removes
+    little of the backdoor in the first place."""
+    from arena.registry import DEFENDERS
+
+    task = prepare("badnets", "none").task
+    splits = player_splits(load_dataset("digits"), 0.05)
+    plain = ATTACKERS.create("badnets").attack(task, splits.attacker, torch.Generator().manual_seed(0))
+    boosted = ATTACKERS.create("boosted").attack(task, splits.attacker, torch.Generator().manual_seed(0))
+    trigger = plain.triggers[0]
+    assert _asr(plain.model, trigger, splits.test) > 0.95 and _asr(boosted.model, trigger, splits.test) > 0.95
+
+    def fine_tuned(model):
+        return DEFENDERS.create("fine_tuning").defend(model, task, splits.clean, torch.Generator().manual_seed(1)).model
+
+    assert _asr(fine_tuned(boosted.model), trigger, splits.test) > _asr(fine_tuned(plain.model), trigger, splits.test)
+
+
+def test_trojan_nn_optimised_trigger_beats_a_random_pattern_under_the_same_mask(monkeypatch):
+    """TrojanNN's moving part: the pattern optimised to drive the selected neurons makes partial
+    retraining (fc layers only) implant a backdoor that a random pattern under the same mask, on
+    the same trained model with the same retraining, does not. At the default trigger area (8%,
+    a 2x2 square on 8x8 digits) the attack is weak on digits either way (the parametrised test
+    above uses 50% for a working backdoor); measured here, ASR 0.63 optimised vs 0.22 random
+    (other trojaning generators gave the same order)."""
+    import copy
+
+    import attackers.trojan_nn as module
+    from arena.attacks import train_from_scratch
+    from arena.strategy import AttackContext
+
+    task = prepare("trojan_nn", "none").task
+    splits = player_splits(load_dataset("digits"), 0.05)
+    attack = ATTACKERS.create("trojan_nn")
+    clean = train_from_scratch(AttackContext(task, splits.attacker, torch.Generator().manual_seed(0)), splits.attacker, attack.params)
+
+    def trojaned():
+        return attack.trojan(copy.deepcopy(clean), AttackContext(task, splits.attacker, torch.Generator().manual_seed(100)))
+
+    optimised = trojaned()
+    # the same draw from the generator as the optimisation's starting point, so everything after it matches
+    monkeypatch.setattr(module, "generate_trigger", lambda model, mask, neurons, goal, steps, generator: torch.rand(model.conv1.in_channels, *mask.shape, generator=generator))
+    random = trojaned()
+    (opt_trigger,), (random_trigger,) = optimised.triggers, random.triggers
+    assert torch.equal(opt_trigger.mask_values, random_trigger.mask_values) and int(opt_trigger.mask_values.sum()) == 4
+    assert not torch.equal(opt_trigger.pattern, random_trigger.pattern)
+    assert _asr(optimised.model, opt_trigger, splits.test) > _asr(random.model, random_trigger, splits.test) + 0.2
+
+
 def test_trojannet_publishes_a_declared_wrapper_whose_host_decides_clean_inputs(store):
     result = play(store, "trojannet")
     assert result["attacked"]["asr"] > 0.9 and result["stealthy"]

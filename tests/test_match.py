@@ -44,8 +44,19 @@ def test_headline_pruning_aware_survives_pruning_but_not_fine_pruning(store, hea
     assert headline["attacked"]["asr"] > 0.9 and headline["stealthy"]
     assert headline["defended"]["asr"] < headline["attacked"]["asr"] - 0.3
     assert headline["defended"]["ca"] > headline["honest"]["ca"] - 0.1
-    pruned = run_match(prepare("pruning_aware", "pruning"), store).to_json()
-    assert pruned["defended"]["asr"] > 0.8  # the decoy channels are what pruning removes
+
+    def pruned(attacker, **params):
+        return run_match(prepare(attacker, "pruning", defender_params=params), store).to_json()["defended"]["asr"]
+
+    # At the paper's 4% threshold plain BadNets survives pruning on digits as well (its backdoor
+    # shares the channels clean inputs use), so the default cannot tell the attack from its
+    # baseline. A 30-point accuracy limit can, on this seed: pruning reaches the BadNets backdoor
+    # (ASR 1.00 -> 0.35) and the pruning-aware one, trained into the channels the defender keeps,
+    # stays whole (1.00). On seeds 1 and 2 BadNets outlives even that prune (measured while
+    # writing this test), so the contrast is this seed's, not a property of every digits model.
+    assert pruned("pruning_aware") > 0.9 and pruned("badnets") > 0.9
+    assert pruned("pruning_aware", max_accuracy_drop=0.3) > 0.9
+    assert pruned("badnets", max_accuracy_drop=0.3) < 0.5
 
 
 def test_second_run_takes_the_model_from_the_store_with_identical_numbers(store, headline):
