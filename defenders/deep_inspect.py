@@ -44,7 +44,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 # The prior's weights are set for an 8x8 image and scaled by the pixel count: its terms are
 # per-pixel means, so without the scale their pull on each pixel would weaken as images grow
 # while the classifier's does not (on 28x28 Fashion-MNIST the unscaled prior left cluttered
-# inverted images and the backdoored seed-0 model unflagged, index 1.44; scaled, 3.59).
+# inverted images and the backdoored seed-0 model unflagged; scaled, it is flagged).
 PRIOR_REFERENCE_PIXELS = 64
 
 
@@ -177,8 +177,10 @@ class DeepInspect(Defender):
     hypothesis test at significance 0.05; patching uses the defender's clean split stamped with
     generated triggers rather than generated samples. Defaults were tuned on 8x8 `digits`; the
     prior's weights scale with the pixel count (`PRIOR_REFERENCE_PIXELS`), without which the
-    28x28 Fashion-MNIST inversions were cluttered and nothing was flagged. About 2 minutes per
-    Fashion-MNIST model on one thread; figures in benchmarks/RESULTS.md.
+    28x28 Fashion-MNIST inversions were cluttered and nothing was flagged. 124-224 s per
+    Fashion-MNIST model on one thread (benchmarks/results/defenses-fashion_mnist-deep_inspect.json,
+    from `python benchmarks/defenses.py --defenders deep_inspect --seeds 0 1 2 --home DIR`);
+    detection figures in benchmarks/RESULTS.md.
     """
 
     name = "deep_inspect"
