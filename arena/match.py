@@ -353,10 +353,10 @@ def defense_stage(
 ) -> MatchResult:
     """Hand the published model to the defender and score the deployed system.
 
-    The verdict rule (docs/design.md): a model the defense flags without returning a repaired
-    model is rejected, and the user deploys the fallback instead (`obtain_fallback`); its CA and
-    ASR are the defended system's. The defense's input filter, calibrated on the rejected model,
-    goes with it.
+    The verdict rule (docs/design.md §3): a model the defense flags and neither repairs nor
+    guards with an input filter is rejected, and the user deploys the fallback instead
+    (`obtain_fallback`); its CA and ASR are the defended system's. A filter returned with the
+    verdict is the defense's mitigation: the published model is deployed behind it.
     """
     start = time.perf_counter()
     attack = spec.attack
@@ -379,7 +379,7 @@ def defense_stage(
         outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
         seconds_defense = time.perf_counter() - t0
         fallback_sha = None
-        if outcome.verdict is not None and outcome.verdict.flagged and outcome.model is None:
+        if outcome.verdict is not None and outcome.verdict.flagged and outcome.model is None and outcome.input_filter is None:
             fallback, fallback_sha = obtain_fallback(attack, task, splits, store)
             deployed, defended = "fallback", evaluate(fallback, triggers, splits.test)
         elif outcome.model is not None:

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from arena.data import load_dataset, player_splits
-from arena.match import evaluate, obtain_attacked, prepare, run_match
+from arena.match import obtain_attacked, prepare, run_match
 from arena.pruning import pruned_channels
-from arena.specs import derive_seed
 from arena.store import ArtifactStore
 from arena.strategy import DefenseContext
 from arena.training import predict
@@ -122,14 +121,11 @@ def test_median_smoothing_keeps_the_shape_for_even_and_odd_windows():
 
 
 def test_neural_cleanse_input_filter_rejects_triggered_inputs_at_its_calibrated_rate(store):
-    # A match deploys the fallback model in place of a flagged model that the defense did not
-    # repair (the verdict rule), so the filter is scored here on the model it was calibrated on.
+    # A filter returned with a verdict is the defense's mitigation: the flagged model is deployed
+    # behind it, not replaced by the fallback (the verdict rule, docs/design.md §3).
     params = {**NC, "mitigation": "none", "input_filter": True, "filter_frr": 0.05}
-    prepared = prepare("badnets", "neural_cleanse", defender_params=params, clean_budget=0.1)
-    splits = player_splits(load_dataset("digits"), 0.1)
-    model, triggers, _, _ = obtain_attacked(prepared.spec.attack, prepared.attacker, prepared.task, splits, store)
-    outcome = prepared.defender.defend(model, prepared.task, splits.clean, torch.Generator().manual_seed(derive_seed(0, "defense", prepared.spec.key)))
-    assert outcome.verdict.flagged and outcome.model is None
-    defended = evaluate(model, triggers, splits.test, outcome.input_filter)
-    assert defended.frr < 0.12  # calibrated to 5% on the clean split, measured on the test split
-    assert defended.far_per_trigger["patch"] < 0.2 and defended.asr < 0.2
+    result = run_match(prepare("badnets", "neural_cleanse", defender_params=params, clean_budget=0.1), store).to_json()
+    defended = result["defended"]
+    assert defended["verdict"]["flagged"] and defended["deployed"] == "published"
+    assert defended["frr"] < 0.12  # calibrated to 5% on the clean split, measured on the test split
+    assert defended["far_per_trigger"]["patch"] < 0.2 and defended["asr"] < 0.2
