@@ -15,6 +15,7 @@ of a strategy, so results of code that has changed since are marked stale and re
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -63,14 +64,31 @@ def numerics_label(n: dict[str, Any] | None) -> str:
     return f"torch {n.get('torch')} {n.get('device')} {n.get('machine')}/{n.get('cpu_kernels')}, {n.get('threads')} thread(s)"
 
 
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
 @functools.lru_cache(maxsize=None)
 def _source_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """SHA-256 of the module's code with comments, docstrings and layout normalised away, so
+    that documentation edits do not mark results stale; unparsable text is hashed as is."""
+    text = Path(path).read_bytes()
+    try:
+        text = ast.unparse(_without_docstrings(ast.parse(text))).encode()
+    except (SyntaxError, ValueError):
+        pass
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def code_fingerprint(cls: type) -> str:
-    """The code a strategy class runs: the SHA-256 of its module's source, or, where the source
-    is not on disk, its distribution's name and version.
+    """The code a strategy class runs: the SHA-256 of its module's code (comments, docstrings and
+    layout aside), or, where the source is not on disk, its distribution's name and version.
 
     Only the strategy's own module is hashed: a change in a shared arena module moves
     `arena_version`/`git_commit` (recorded beside it), not every strategy's fingerprint.

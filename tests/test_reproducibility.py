@@ -122,3 +122,18 @@ def test_a_flagged_model_without_a_repair_is_replaced_by_the_fallback(tmp_path, 
     honest = run_match(prepare("none", "flags_everything"), store)
     assert honest.fallback_sha256 == flagged.fallback_sha256 and honest.defended.ca == flagged.defended.ca
     assert honest.utility < run_match(prepare("none", "flags_nothing"), store).utility
+
+
+def test_a_code_fingerprint_ignores_documentation_and_follows_code(tmp_path):
+    from arena.provenance import _source_digest
+
+    versions = {
+        "a": 'def f(x):\n    """Doubles."""\n    return 2 * x  # twice\n',
+        "b": '# new comment\ndef f(x):\n    """Doubles x, now documented at length."""\n\n    return 2*x\n',
+        "c": 'def f(x):\n    """Doubles."""\n    return 3 * x\n',
+    }
+    digests = {}
+    for name, text in versions.items():
+        (tmp_path / f"{name}.py").write_text(text)
+        digests[name] = _source_digest(str(tmp_path / f"{name}.py"))
+    assert digests["a"] == digests["b"] != digests["c"]
