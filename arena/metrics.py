@@ -111,9 +111,11 @@ def detection_rates(flagged: Sequence[bool], backdoored: Sequence[bool]) -> tupl
 
 
 def auroc(scores: Sequence[float], backdoored: Sequence[bool]) -> float:
-    """Area under the ROC curve of verdict scores (higher = more suspicious); ties count half."""
+    """Area under the ROC curve of verdict scores (higher = more suspicious); ties count half;
+    models without a score are left out."""
     s = np.asarray(scores, dtype=float)
     b = np.asarray(backdoored, dtype=bool)
+    s, b = s[~np.isnan(s)], b[~np.isnan(s)]
     pos, neg = s[b], s[~b]
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
