@@ -14,7 +14,7 @@ results/reproducibility-timing.jsonl.
 
 `detection`: plays the suite (`arena tournament`, resumable, on $ARENA_HOME) and writes each
 verdict-giving defender's model-level detection (TPR, FPR, AUROC, target hit) computed from the
-rows by arena's metrics module: results/detection-<suite>.json, plus the raw rows as CSV.
+rows by arena's metrics module: results/<suite>.json, plus the raw rows: results/<suite>-rows.csv.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def detection(args: argparse.Namespace) -> None:
     frame = ResultsStore(Path(home) / "results.sqlite").frame(suite.name)
     frame = label_frame(frame[frame.match_key.isin({m.key for m in suite.matches()})])
     table = detection_table(frame)
-    frame.drop(columns=["updated"]).to_csv(RESULTS / f"detection-{suite.name}-rows.csv", index=False)
-    (RESULTS / f"detection-{suite.name}.json").write_text(json.dumps({"suite": suite.name, "seeds": list(suite.seeds), "detection": table}, indent=1) + "\n")
+    frame.drop(columns=["updated"]).to_csv(RESULTS / f"{suite.name}-rows.csv", index=False)
+    (RESULTS / f"{suite.name}.json").write_text(json.dumps({"suite": suite.name, "seeds": list(suite.seeds), "detection": table}, indent=1) + "\n")
     print("| defender | backdoored models | honest models | TPR | FPR | AUROC | target hit |\n|---|---|---|---|---|---|---|")
     for d, r in sorted(table.items()):
         print(f"| {d} | {r['backdoored']} | {r['honest']} | {r['tpr']:.3f} | {r['fpr']:.3f} | {r['auroc']:.3f} | {r['target_hit']:.3f} |")
