@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ def detection_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     for label, group in ok.groupby("defender_label"):
         out[str(label)] = metrics.detection_summary(
             [bool(v) for v in group.verdict_flagged],
-            [float(v) for v in group.verdict_score],
+            [math.nan if v is None else float(v) for v in group.verdict_score],
             [a != "none" for a in group.attacker],
             [_json_list(v) for v in group.verdict_labels],
             [_json_list(v) for v in group.targets],

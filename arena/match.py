@@ -412,7 +412,9 @@ def defense_stage(
 
 
 def _train_in_subprocess(attack: AttackSpec, root: str, label: str, queue: Any) -> None:
-    """Child process of `train_side_by_side`: one attack stage; progress goes back on `queue`."""
+    """Child process of `train_side_by_side`: one attack stage; progress goes back on `queue`.
+    Whatever the strategy prints goes to stderr: stdout belongs to the parent's result."""
+    os.dup2(2, 1)
     try:
         attack_stage(attack, ArtifactStore(Path(root)), lambda stage, done, total: queue.put((stage, done, total)), label)
     finally:
@@ -428,7 +430,7 @@ def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, pro
     context = multiprocessing.get_context("spawn")  # fork is unsafe under torch's thread pools
     queue = context.Queue()
     waiting = [context.Process(target=_train_in_subprocess, args=(a, str(store.root), label, queue), daemon=True) for label, a in attacks.items()]
-    limit = max(1, max_parallel or os.cpu_count() or 1)
+    limit = max(1, max_parallel or usable_cores())
     running: list[Any] = []
     while waiting or running:
         while waiting and len([w for w in running if w.is_alive()]) < limit:
@@ -444,8 +446,14 @@ def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, pro
             running = [w for w in running if w.is_alive() and w.exitcode is None]
             continue
         progress(*message)
-    for worker in running:
-        worker.join()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (an affinity mask, e.g. `taskset`, counts; cpu_count does not)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _needs_training(attack: AttackSpec, store: ArtifactStore) -> bool:
@@ -472,10 +480,13 @@ def run_match(
     store = store or ArtifactStore()
     spec = prepared.spec
     trained_here: set[str] = set()
-    if side_by_side and (os.cpu_count() or 1) > 1:
+    if side_by_side and usable_cores() > 1:
         missing = {label: a for label, a in (("honest", honest_spec(spec.attack)), ("attack", spec.attack)) if _needs_training(a, store)}
         if len(missing) > 1:
-            train_side_by_side(missing, store, progress)
+            try:
+                train_side_by_side(missing, store, progress)
+            except OSError:  # no process to be had: the stages below train in-process
+                pass
             trained_here = {a.key for a in missing.values()}
     honest = attack_stage(honest_spec(spec.attack), store, progress, label="honest")
     attacked = honest if spec.attack == honest.spec else attack_stage(spec.attack, store, progress)

@@ -38,15 +38,18 @@ def attack_success_rate(
     a share r of everything at random scales CA and ASR, hence u_D, by 1 − r).
 
     Untargeted: 1 − A_backdoor / A_clean (Fine-Pruning), with A_clean = `clean_acc`, the CA of
-    the same model and filter. A_backdoor counts a triggered input as defended when it is
-    accepted and classified correctly, or when it is rejected *beyond* the rate at which the
-    filter rejects clean inputs of the same true label (`clean_accepted`, the filter's decisions
-    on the clean images the triggered ones were made from): per label c,
-    credit_c = max(0, rej_triggered(c) − rej_clean(c)). A filter that rejects at random gets no
-    credit, so it cannot lower untargeted ASR (counting every rejection as defended let a
-    filter rejecting half of all inputs at random take ASR 0.90 → 0.00); a filter that rejects
-    exactly the triggered inputs gets full credit (ASR 0). Clipped to [0, 1]; a model with no
-    clean accuracy has no backdoor to measure and scores 0.
+    the same model and filter. A_backdoor = P(accepted and correct | triggered) + credit, where
+    credit = P(rejected | triggered) − P(rejected | clean) over the same test images
+    (`clean_accepted`: the filter's decisions on the clean images the triggered ones were made
+    from): a triggered input counts as defended by rejection only beyond the rate at which the
+    filter rejects clean inputs. Since both sets hold the same images, this is also the signed
+    per-label excess weighted by label share. The credit is signed, never clipped per label, so
+    a filter that rejects at random earns none on average and leaves the ASR where it was
+    (counting every rejection as defended let a filter rejecting half of all inputs at random
+    take ASR 0.90 → 0.00; clipping each label's excess at zero still lowered it by a few points
+    through the noise); a filter that rejects exactly the triggered inputs earns full credit
+    (ASR 0). Clipped to [0, 1]; a model with no clean accuracy has no backdoor to measure and
+    scores 0.
     """
     ok = _accepted(pred, accepted)
     if isinstance(goal, Untargeted):
@@ -66,16 +69,11 @@ def attack_success_rate(
 
 
 def rejection_credit(bad_accepted: torch.Tensor, clean_accepted: torch.Tensor, y: torch.Tensor) -> float:
-    """The share of triggered inputs rejected beyond the clean rejection rate of their label:
-    sum over labels c of (n_c / n) · max(0, rej_triggered(c) − rej_clean(c))."""
+    """P(rejected | triggered) − P(rejected | clean), over triggered inputs made from the clean
+    ones (labels y): signed, so chance rejections cancel on average."""
     if len(y) == 0:
         return 0.0
-    credit = 0.0
-    for c in torch.unique(y):
-        of_c = y == c
-        excess = float((~bad_accepted[of_c]).float().mean()) - float((~clean_accepted[of_c]).float().mean())
-        credit += float(of_c.float().mean()) * max(0.0, excess)
-    return credit
+    return float((~bad_accepted).float().mean()) - float((~clean_accepted).float().mean())
 
 
 def headline_asr(per_trigger: Mapping[str, float]) -> float:
@@ -113,9 +111,11 @@ def detection_rates(flagged: Sequence[bool], backdoored: Sequence[bool]) -> tupl
 
 
 def auroc(scores: Sequence[float], backdoored: Sequence[bool]) -> float:
-    """Area under the ROC curve of verdict scores (higher = more suspicious); ties count half."""
+    """Area under the ROC curve of verdict scores (higher = more suspicious); ties count half;
+    models without a score are left out."""
     s = np.asarray(scores, dtype=float)
     b = np.asarray(backdoored, dtype=bool)
+    s, b = s[~np.isnan(s)], b[~np.isnan(s)]
     pos, neg = s[b], s[~b]
     if len(pos) == 0 or len(neg) == 0:
         return math.nan

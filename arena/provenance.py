@@ -19,9 +19,10 @@ import ast
 import contextlib
 import functools
 import hashlib
-import inspect
 import platform
 import subprocess
+import sys
+import types
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -61,7 +62,9 @@ def numerics_label(n: dict[str, Any] | None) -> str:
     """One short line naming a numerics record, for tables and messages."""
     if not n:
         return "unrecorded"
-    return f"torch {n.get('torch')} {n.get('device')} {n.get('machine')}/{n.get('cpu_kernels')}, {n.get('threads')} thread(s)"
+    label = f"torch {n.get('torch')} {n.get('device')} {n.get('machine')}/{n.get('cpu_kernels')}, {n.get('threads')} thread(s)"
+    others = [numerics_label(stage) for stage in n.get("attack_stages", []) if stage != {k: v for k, v in n.items() if k != "attack_stages"}]
+    return label + (f" (models trained under {'; '.join(sorted(set(others)))})" if others else "")
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:
@@ -86,19 +89,37 @@ def _source_digest(path: str) -> str:
     return hashlib.sha256(text).hexdigest()[:16]
 
 
-def code_fingerprint(cls: type) -> str:
-    """The code a strategy class runs: the SHA-256 of its module's code (comments, docstrings and
-    layout aside), or, where the source is not on disk, its distribution's name and version.
+def strategy_modules(cls: type) -> list[str]:
+    """The modules whose code a strategy class runs, within its own package: its module, the
+    modules of its base classes, and the modules of what its module uses by name (a defense
+    built on another module of `defenders`, an attack inheriting from another attack)."""
+    top = cls.__module__.split(".")[0]
+    names = {cls.__module__} | {base.__module__ for base in cls.__mro__ if base.__module__.split(".")[0] == top}
+    module = sys.modules.get(cls.__module__)
+    for value in vars(module).values() if module is not None else ():
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.split(".")[0] == top and name != top:
+            names.add(name)
+    return sorted(names)
 
-    Only the strategy's own module is hashed: a change in a shared arena module moves
-    `arena_version`/`git_commit` (recorded beside it), not every strategy's fingerprint.
+
+def code_fingerprint(cls: type) -> str:
+    """The code a strategy class runs: the SHA-256 of the code of its `strategy_modules`
+    (comments, docstrings and layout aside), or, where a source is not on disk, its
+    distribution's name and version.
+
+    Shared arena modules are not hashed here: a change in one moves `arena_version` and
+    `git_commit` (recorded beside it) rather than marking every result in the world stale.
     """
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:
-        source = None
-    if source and Path(source).is_file():
-        return "src:" + _source_digest(source)
+    digests = []
+    for name in strategy_modules(cls):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if not path or not Path(path).is_file():
+            digests = []
+            break
+        digests.append(f"{name}:{_source_digest(path)}")
+    if digests:
+        return "src:" + (digests[0].split(":")[1] if len(digests) == 1 else hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16])
     top = cls.__module__.split(".")[0]
     for dist in metadata.packages_distributions().get(top, []):
         return f"dist:{dist}=={metadata.version(dist)}"

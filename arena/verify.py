@@ -144,6 +144,8 @@ def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, pr
         result = run_match(Prepared(spec, task, attacker, defender), store, progress).to_json()
     except ArenaError as exc:
         return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {exc}")
+    except Exception as exc:  # a strategy's own failure costs its cell, not the verification
+        return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {type(exc).__name__}: {exc}")
     reproduced = {"artifact_sha256": result["artifact_sha256"], "ca": result["defended"]["ca"], "asr": result["defended"]["asr"], "utility": result["utility"]}
     differ = _numerics_diff(getattr(row, "numerics", None))
     gaps = {k: abs(reproduced[k] - published[k]) for k, _ in COMPARED}

@@ -40,16 +40,18 @@ def test_untargeted_asr_is_one_minus_accuracy_ratio():
         metrics.attack_success_rate(pred, y, Untargeted())
 
 
-def test_untargeted_asr_credits_a_rejection_only_beyond_the_clean_rejection_rate_of_its_label():
+def test_untargeted_asr_credits_rejections_only_beyond_the_clean_rejection_rate():
     y = T([0, 1, 2, 3])
     pred = T([0, 0, 0, 3])  # triggered: labels 1 and 2 misclassified
     bad_accepted = T([True, False, False, True])
     # no clean input rejected: both rejections are credited, A_backdoor = 0.5 + 0.5
     assert metrics.attack_success_rate(pred, y, Untargeted(), bad_accepted, clean_acc=1.0, clean_accepted=T([True] * 4)) == pytest.approx(0.0)
-    # the clean input of label 1 is rejected too: only label 2's rejection is credited, A_backdoor = 0.5 + 0.25
+    # one clean input rejected too: credit 0.5 - 0.25, A_backdoor = 0.5 + 0.25
     clean_accepted = T([True, False, True, True])
     assert metrics.attack_success_rate(pred, y, Untargeted(), bad_accepted, clean_acc=1.0, clean_accepted=clean_accepted) == pytest.approx(0.25)
     assert metrics.rejection_credit(bad_accepted, clean_accepted, y) == pytest.approx(0.25)
+    # a filter that rejects more clean than triggered inputs earns negative credit
+    assert metrics.rejection_credit(T([True] * 4), clean_accepted, y) == pytest.approx(-0.25)
     with pytest.raises(ValueError, match="clean inputs"):
         metrics.attack_success_rate(pred, y, Untargeted(), bad_accepted, clean_acc=1.0)
 
@@ -75,6 +77,15 @@ def test_a_filter_rejecting_at_random_cannot_lower_untargeted_asr():
     filtered = metrics.attack_success_rate(bad_pred, y, Untargeted(), half, clean_acc=ca, clean_accepted=half)
     assert filtered == pytest.approx(unfiltered)
     assert metrics.defender_utility(ca, filtered) < metrics.defender_utility(0.9, unfiltered)  # the filter only costs
+    # independent random decisions on the clean and on the triggered inputs: on average no gain
+    # (per-label credit clipped at zero took it to about 0.83 here: chance excesses add up)
+    gen = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(300):
+        clean_ok, bad_ok = torch.rand(1000, generator=gen) < 0.5, torch.rand(1000, generator=gen) < 0.5
+        ca = metrics.clean_accuracy(clean_pred, y, clean_ok)
+        draws.append(metrics.attack_success_rate(bad_pred, y, Untargeted(), bad_ok, clean_acc=ca, clean_accepted=clean_ok))
+    assert sum(draws) / len(draws) == pytest.approx(unfiltered, abs=0.01)
 
 
 def test_a_filter_rejecting_exactly_the_triggered_inputs_takes_untargeted_asr_to_zero():

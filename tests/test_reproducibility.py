@@ -39,7 +39,15 @@ def test_the_same_spec_gives_bit_identical_weights_whatever_the_callers_thread_c
 
 
 def test_side_by_side_training_gives_the_models_of_a_one_by_one_run(tmp_path):
+    from arena.match import honest_spec, train_side_by_side
+
     serial = run_match(prepare("badnets", "none", **SPEC), ArtifactStore(tmp_path / "serial")).to_json()
+    # the two child processes alone put both models in the store, with the serial run's bits
+    attack = prepare("badnets", "none", **SPEC).spec.attack
+    store = ArtifactStore(tmp_path / "children")
+    train_side_by_side({"honest": honest_spec(attack), "attack": attack}, store, max_parallel=2)
+    assert store.read_manifest(attack.key)["sha256"] == serial["artifact_sha256"]
+    assert store.has(honest_spec(attack).key)
     parallel = run_match(prepare("badnets", "none", **SPEC), ArtifactStore(tmp_path / "parallel"), side_by_side=True).to_json()
     assert parallel["artifact_sha256"] == serial["artifact_sha256"]
     assert parallel["honest"] == serial["honest"] and parallel["defended"] == serial["defended"]
@@ -137,3 +145,13 @@ def test_a_code_fingerprint_ignores_documentation_and_follows_code(tmp_path):
         (tmp_path / f"{name}.py").write_text(text)
         digests[name] = _source_digest(str(tmp_path / f"{name}.py"))
     assert digests["a"] == digests["b"] != digests["c"]
+
+
+def test_a_fingerprint_covers_the_strategy_code_a_strategy_builds_on():
+    from arena.provenance import strategy_modules
+    from arena.registry import ATTACKERS
+
+    # boosting subclasses BadNets; DeepInspect reuses Neural Cleanse's outlier test
+    assert strategy_modules(ATTACKERS.get("boosted")) == ["attackers.badnets", "attackers.boosted"]
+    assert strategy_modules(DEFENDERS.get("deep_inspect")) == ["defenders.deep_inspect", "defenders.neural_cleanse"]
+    assert strategy_modules(DEFENDERS.get("strip")) == ["defenders.strip"]
