@@ -261,7 +261,7 @@ def instantiate_defender(spec: StrategySpec) -> Defender:
     return _instantiate(DEFENDERS.get(spec.name), spec)
 
 
-def _instantiate(cls: type, spec: StrategySpec) -> Any:
+def _instantiate(cls: Any, spec: StrategySpec) -> Any:
     if cls.version != spec.version:
         raise ParamError(f"{cls.kind} {spec.name!r} is at version {cls.version}, but the spec asks for version {spec.version}.")
     return cls(**spec.param_dict)

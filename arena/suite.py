@@ -192,6 +192,7 @@ def with_strategies(suite: Suite, names: list[str]) -> Suite:
     import dataclasses
 
     attackers, defenders = list(suite.attackers), list(suite.defenders)
+    registry: Registry[Any]
     for name in names:
         if name in ATTACKERS.names():
             registry, group = ATTACKERS, attackers
