@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -200,7 +200,7 @@ def check(kind: str, ref: str, time_budget_s: float = 60.0) -> list[Check]:
     base = Attacker if kind == "attacker" else Defender
     if not isinstance(cls, type) or not issubclass(cls, base):
         return [Check("metadata", False, f"{ref} is not a subclass of arena.strategy.{base.__name__}")]
-    return check_attacker(cls, time_budget_s) if kind == "attacker" else check_defender(cls, time_budget_s)
+    return check_attacker(cast(type[Attacker], cls), time_budget_s) if kind == "attacker" else check_defender(cast(type[Defender], cls), time_budget_s)
 
 
 # ---------------------------------------------------------------------------------------------

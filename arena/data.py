@@ -111,6 +111,7 @@ def _idx_directories() -> list[Path]:
 
 def _fashion_mnist() -> Dataset:
     searched = _idx_directories()
+    arrays: dict[str, np.ndarray] | None
     for directory in searched:
         paths = {key: _find_idx(directory, stem) for key, stem in FASHION_FILES.items()}
         if all(paths.values()):

@@ -244,3 +244,33 @@ def entropy(p: np.ndarray) -> float:
     p = np.asarray(p, float)
     p = p[p > 0]
     return float(-np.sum(p * np.log(p))) if len(p) else math.nan
+
+
+def read_matrix_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
+    """A utility matrix from CSV: the first row holds the attacker labels after an empty corner
+    cell, the first column the defender labels, the cells the defender's utility. Every cell
+    must be a finite number and no label may repeat (a clear UsageError otherwise)."""
+    import pandas as pd
+
+    from arena.errors import UsageError
+
+
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except FileNotFoundError:
+        raise UsageError(f"no matrix file at {path}.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not a readable CSV matrix ({exc}).") from None
+    if frame.empty:
+        raise UsageError(f"{path} holds no cells: the first row names the attackers, the first column the defenders.")
+    try:
+        values = frame.to_numpy(dtype=float)
+    except ValueError as exc:
+        raise UsageError(f"{path} has a cell that is not a number ({exc}).") from None
+    if not np.all(np.isfinite(values)):
+        raise UsageError(f"{path} has empty or non-finite cells; the game needs every cell.")
+    rows, cols = [str(r) for r in frame.index], [str(c) for c in frame.columns]
+    for what, labels in (("defender (row)", rows), ("attacker (column)", cols)):
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"{path} repeats a {what} label.")
+    return rows, cols, values

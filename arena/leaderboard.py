@@ -256,11 +256,13 @@ def markdown_page(eq: dict[str, Any]) -> str:
     else:
         lines += [f"**Game value** (defender utility at equilibrium): {eq['value']:.3f}; exploitability of the reported pair: {eq['exploitability']:.2e}.", ""]
         for side in ("defender", "attacker"):
-            lines += [f"## {side.capitalize()}s", "", "| rank (Nash) | strategy | Nash-averaged utility | 90% interval | worst case | 90% interval | rank (worst) | equilibrium weight |", "|---|---|---|---|---|---|---|---|"]
+            lines += [f"## {side.capitalize()}s", "", "| rank (Nash) | strategy | Nash-averaged utility | 90% interval | worst case | 90% interval | rank (worst)"
+                " | equilibrium weight |", "|---|---|---|---|---|---|---|---|"]
             for r in eq[f"{side}_ranking"]:
                 lo, hi = r["nash_averaged_interval"]
                 wlo, whi = r["worst_case_interval"]
-                lines.append(f"| {r['nash_rank']} | `{r['strategy']}` | {r['nash_averaged']:.3f} | [{lo:.3f}, {hi:.3f}] | {r['worst_case']:.3f} | [{wlo:.3f}, {whi:.3f}] | {r['worst_case_rank']} | {r['equilibrium_probability']:.3f} |")
+                lines.append(f"| {r['nash_rank']} | `{r['strategy']}` | {r['nash_averaged']:.3f} | [{lo:.3f}, {hi:.3f}] | {r['worst_case']:.3f} | [{wlo:.3f}, {whi:.3f}]"
+                    f" | {r['worst_case_rank']} | {r['equilibrium_probability']:.3f} |")
             lines.append("")
         mat = eq["matrix"]
         lines += ["## Defender utility (CA − ASR), mean ± sd over seeds", "", "| defender \\ attacker | " + " | ".join(f"`{c}`" for c in mat["columns"]) + " |", "|---|" + "---|" * len(mat["columns"])]
@@ -296,7 +298,8 @@ def html_page(eq: dict[str, Any]) -> str:
     if eq.get("value") is not None:
         parts.append(f"<p>Game value: <span id='value'>{eq['value']:.4f}</span>; exploitability <span id='exploitability'>{eq['exploitability']:.2e}</span>.</p>")
         for side in ("defender", "attacker"):
-            parts.append(f"<h2>{side.capitalize()}s</h2><table id='{side}-ranking'><tr><th>rank</th><th>strategy</th><th>Nash-averaged</th><th>interval</th><th>worst case</th><th>equilibrium weight</th></tr>")
+            parts.append(f"<h2>{side.capitalize()}s</h2><table id='{side}-ranking'><tr><th>rank</th><th>strategy</th><th>Nash-averaged</th><th>interval</th><th>worst case</th>"
+                f"<th>equilibrium weight</th></tr>")
             for r in eq[f"{side}_ranking"]:
                 lo, hi = r["nash_averaged_interval"]
                 parts.append(
@@ -310,7 +313,8 @@ def html_page(eq: dict[str, Any]) -> str:
             parts.append(f"<tr><td class='s'>{e(r)}</td>" + "".join(f"<td>{mat['utility'][i][j]:.4f}</td>" for j in range(len(mat["columns"]))) + "</tr>")
         parts.append("</table><p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
     if eq.get("detection"):
-        parts.append("<h2>Detection (model-level verdicts)</h2><table id='detection'><tr><th>defender</th><th>backdoored models</th><th>honest models</th><th>TPR</th><th>FPR</th><th>AUROC</th><th>target hit</th></tr>")
+        parts.append("<h2>Detection (model-level verdicts)</h2><table id='detection'><tr><th>defender</th><th>backdoored models</th><th>honest models</th><th>TPR</th><th>FPR</th>"
+            "<th>AUROC</th><th>target hit</th></tr>")
         for d, r in sorted(eq["detection"].items()):
             parts.append(f"<tr><td class='s'>{e(d)}</td><td>{r['backdoored']}</td><td>{r['honest']}</td>" + "".join(f"<td>{_rate(r[k])}</td>" for k in ("tpr", "fpr", "auroc", "target_hit")) + "</tr>")
         parts.append("</table>")
@@ -318,7 +322,8 @@ def html_page(eq: dict[str, Any]) -> str:
     if numerics:
         parts.append(f"<h2>Numerics</h2><p id='numerics'>{'Mixed numerics: ' if len(numerics) > 1 else ''}" + "; ".join(f"{e(k)}: {v} rows" for k, v in numerics.items()) + "</p>")
     if eq.get("stale"):
-        parts.append(f"<h2>Stale rows</h2><p>{len(eq['stale'])} rows were produced by code that has changed since; a refresh re-runs them.</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in sorted(eq["stale"].items())) + "</ul>")
+        parts.append(f"<h2>Stale rows</h2><p>{len(eq['stale'])} rows were produced by code that has changed since; a refresh re-runs them."
+            f"</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in sorted(eq["stale"].items())) + "</ul>")
     if eq["excluded"]:
         parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
     parts.append("</body></html>")

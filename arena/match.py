@@ -24,11 +24,10 @@ import arena
 from arena import metrics
 from arena.data import PlayerSplits, load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
+from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
 from arena.models import build_model
 from arena.protocol import (
-    InputFilter,
     ProgressFn,
-    Split,
     TaskSpec,
     Trigger,
     Verdict,
@@ -39,60 +38,11 @@ from arena.registry import ATTACKERS, DEFENDERS
 from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
 from arena.strategy import Attacker, Defender
-from arena.training import predict
 from arena.triggers import trigger_from_dict
 
 DEFAULT_ARCHITECTURE = "badnets_cnn"
 DEFAULT_CLEAN_BUDGET = 0.05
 DEFAULT_STEALTH_TOLERANCE = 0.03
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The evaluator's view of one deployed system (model plus optional filter) on the test split."""
-
-    ca: float
-    asr: float
-    asr_per_trigger: dict[str, float]
-    frr: float | None = None  # filter's false rejection rate on clean test inputs
-    far_per_trigger: dict[str, float] | None = None  # filter's false acceptance on triggered inputs
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ca": self.ca, "asr": self.asr, "asr_per_trigger": dict(self.asr_per_trigger)}
-        if self.frr is not None:
-            out["frr"] = self.frr
-            out["far_per_trigger"] = dict(self.far_per_trigger or {})
-        return out
-
-
-def evaluate(model: nn.Module, triggers: list[Trigger], test: Split, input_filter: InputFilter | None = None) -> Evaluation:
-    accepted = None if input_filter is None else input_filter.accept(model, test.x).bool()
-    ca = metrics.clean_accuracy(predict(model, test.x), test.y, accepted)
-    per_trigger: dict[str, float] = {}
-    far: dict[str, float] = {}
-    for trigger in triggers:
-        x_bad = trigger.apply(test.x)
-        bad_accepted = None if input_filter is None else input_filter.accept(model, x_bad).bool()
-        per_trigger[trigger.name] = metrics.attack_success_rate(
-            predict(model, x_bad), test.y, trigger.goal, bad_accepted, clean_acc=ca, clean_accepted=accepted
-        )
-        if bad_accepted is not None:
-            eligible = trigger.goal.eligible(test.y) if trigger.goal.kind != "untargeted" else torch.ones_like(test.y, dtype=torch.bool)
-            far[trigger.name] = metrics.false_acceptance_rate(bad_accepted[eligible])
-    frr = None if accepted is None else metrics.false_rejection_rate(accepted)
-    attacks = {name: v for name, v in per_trigger.items() if name not in {t.name for t in triggers if t.probe}}
-    return Evaluation(ca, metrics.headline_asr(attacks), per_trigger, frr, far if accepted is not None else None)
-
-
-def trigger_targets(triggers: list[Trigger], num_classes: int) -> list[int]:
-    """The goal labels of a model's attack triggers (probes left out): what a detector that
-    names suspected labels should name. Empty for untargeted goals."""
-    labels = torch.arange(num_classes)
-    out: set[int] = set()
-    for t in triggers:
-        if not t.probe and t.goal.kind != "untargeted":
-            out.update(int(v) for v in t.goal.targets(labels)[t.goal.eligible(labels)])
-    return sorted(out)
 
 
 @dataclass
@@ -311,7 +261,7 @@ def instantiate_defender(spec: StrategySpec) -> Defender:
     return _instantiate(DEFENDERS.get(spec.name), spec)
 
 
-def _instantiate(cls: type, spec: StrategySpec) -> Any:
+def _instantiate(cls: Any, spec: StrategySpec) -> Any:
     if cls.version != spec.version:
         raise ParamError(f"{cls.kind} {spec.name!r} is at version {cls.version}, but the spec asks for version {spec.version}.")
     return cls(**spec.param_dict)
@@ -378,14 +328,15 @@ def defense_stage(
         t0 = time.perf_counter()
         outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
         seconds_defense = time.perf_counter() - t0
-        fallback_sha = None
-        if outcome.verdict is not None and outcome.verdict.flagged and outcome.model is None and outcome.input_filter is None:
-            fallback, fallback_sha = obtain_fallback(attack, task, splits, store)
-            deployed, defended = "fallback", evaluate(fallback, triggers, splits.test)
-        elif outcome.model is not None:
-            deployed, defended = "repaired", evaluate(outcome.model, triggers, splits.test, outcome.input_filter)
-        else:
-            deployed, defended = "published", evaluate(model, triggers, splits.test, outcome.input_filter)
+        fallback_sha: list[str] = []
+
+        def fallback() -> nn.Module:
+            fallback_model, sha = obtain_fallback(attack, task, splits, store)
+            fallback_sha.append(sha)
+            return fallback_model
+
+        deployed, system, system_filter = deployed_system(outcome, model, fallback)
+        defended = evaluate(system, triggers, splits.test, system_filter)
         here = numerics()
     honest_ca = honest.evaluation.ca
     return MatchResult(
@@ -402,7 +353,7 @@ def defense_stage(
         clean_samples=len(splits.clean),
         artifact_sha256=attacked.sha256,
         deployed=deployed,
-        fallback_sha256=fallback_sha,
+        fallback_sha256=fallback_sha[0] if fallback_sha else None,
         targets=trigger_targets(triggers, task.num_classes),
         fingerprints={"attacker": attacked.fingerprint, "honest": honest.fingerprint, "defender": code_fingerprint(type(defender))},
         # a stage run elsewhere under other numerics is named, never folded in silently

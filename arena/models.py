@@ -15,6 +15,8 @@ from arena.protocol import TaskSpec
 class ChannelMask(nn.Module):
     """Per-channel 0/1 gate: pruning a channel sets its entry to 0 (it stays 0 while fine-tuning)."""
 
+    mask: torch.Tensor  # a buffer: 1 keeps a channel, 0 prunes it
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("mask", torch.ones(channels))
@@ -103,4 +105,4 @@ def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.
         model = ARCHITECTURE_WRAPPERS[wrapper](model, task)
     if generator is not None:
         init_weights(model, generator)
-    return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword

@@ -75,7 +75,7 @@ class Goal(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]: ...
 
-    def check(self, num_classes: int) -> None:
+    def check(self, num_classes: int) -> None:  # noqa: B027 (an optional hook: goals without labels check nothing)
         """Raise ParamError when the goal names labels outside 0..num_classes-1."""
 
 

@@ -111,7 +111,7 @@ def code_fingerprint(cls: type) -> str:
     Shared arena modules are not hashed here: a change in one moves `arena_version` and
     `git_commit` (recorded beside it) rather than marking every result in the world stale.
     """
-    digests = []
+    digests: list[str] = []
     for name in strategy_modules(cls):
         path = getattr(sys.modules.get(name), "__file__", None)
         if not path or not Path(path).is_file():

@@ -7,11 +7,30 @@ arena.models.BadNetsCNN does.
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 from torch import nn
 
+from arena.models import ChannelMask
 from arena.protocol import Split
 from arena.training import accuracy
+
+
+class Prunable(Protocol):
+    """A model with a prunable last conv layer (arena.models' architectures): its channels'
+    activations before and after the ReLU, and the mask that prunes them."""
+
+    mask: ChannelMask
+
+    def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def prunable(model: nn.Module) -> Prunable:
+    """`model` seen through the Prunable capability (strategies declare they need it)."""
+    return cast(Prunable, model)
 
 
 @torch.no_grad()
@@ -20,7 +39,7 @@ def mean_channel_activation(model: nn.Module, x: torch.Tensor, batch_size: int =
     model.eval()
     total = None
     for start in range(0, len(x), batch_size):
-        a = model.last_conv_activations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
+        a = prunable(model).last_conv_activations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
         s = a.sum(dim=(0, 2, 3))
         total = s if total is None else total + s
     assert total is not None, "no inputs"
@@ -34,18 +53,18 @@ def max_preactivation(model: nn.Module, x: torch.Tensor, channels: list[int], ba
     model.eval()
     best = torch.full((len(channels),), -torch.inf)
     for start in range(0, len(x), batch_size):
-        pre = model.last_conv_preactivations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
+        pre = prunable(model).last_conv_preactivations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
         best = torch.maximum(best, pre[:, channels].amax(dim=(0, 2, 3)))
     return best
 
 
 def pruned_channels(model: nn.Module) -> list[int]:
-    return torch.nonzero(model.mask.mask == 0).flatten().tolist()
+    return torch.nonzero(prunable(model).mask.mask == 0).flatten().tolist()
 
 
 def set_pruned(model: nn.Module, channels: list[int], pruned: bool = True) -> None:
     with torch.no_grad():
-        model.mask.mask[channels] = 0.0 if pruned else 1.0
+        prunable(model).mask.mask[channels] = 0.0 if pruned else 1.0
 
 
 def prune_by_activation(model: nn.Module, clean: Split, max_accuracy_drop: float, max_fraction: float = 1.0) -> list[int]:

@@ -28,7 +28,7 @@ class RegistrationError(Exception):
 
 
 class Registry(Generic[S]):
-    def __init__(self, kind: str, base: type[S], builtin_package: str, group: str) -> None:
+    def __init__(self, kind: str, base: type, builtin_package: str, group: str) -> None:
         self.kind = kind
         self.base = base
         self.builtin_package = builtin_package
@@ -56,10 +56,11 @@ class Registry(Generic[S]):
             value = getattr(cls, attr, None)
             if not isinstance(value, str) or not value.strip():
                 raise RegistrationError(f"{self.kind} class {cls.__qualname__} must declare a non-empty string `{attr}`")
-        if not NAME_RE.match(cls.name):
-            raise RegistrationError(f"{self.kind} name {cls.name!r} must be lower_snake_case")
-        if not isinstance(cls.space, Space):
-            raise RegistrationError(f"{self.kind} {cls.name!r}: `space` must be an arena.params.Space")
+        name, space = getattr(cls, "name"), getattr(cls, "space", None)  # noqa: B009 (checked above)
+        if not NAME_RE.match(name):
+            raise RegistrationError(f"{self.kind} name {name!r} must be lower_snake_case")
+        if not isinstance(space, Space):
+            raise RegistrationError(f"{self.kind} {name!r}: `space` must be an arena.params.Space")
 
     # -- lookup -----------------------------------------------------------------------------
 

@@ -131,6 +131,13 @@ class ResultsStore:
         return pd.DataFrame.from_records(records)
 
 
+def default_results() -> ResultsStore:
+    """The results database under ARENA_HOME."""
+    from arena.store import arena_home
+
+    return ResultsStore(arena_home() / "results.sqlite")
+
+
 def mark_stale(frame: pd.DataFrame) -> pd.DataFrame:
     """Add `stale` and `stale_reason`: an `ok` row is stale when a strategy's code fingerprint
     recorded in it differs from the installed code's (or none was recorded). Rows of strategies

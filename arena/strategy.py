@@ -43,7 +43,7 @@ class Strategy(ABC):
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")
 
-    def check_task(self, task: TaskSpec) -> None:
+    def check_task(self, task: TaskSpec) -> None:  # noqa: B027 (an optional hook: most strategies need no task check)
         """Checks that need the task (a trigger larger than the image...); raise ParamError."""
 
     @classmethod

@@ -192,6 +192,7 @@ def with_strategies(suite: Suite, names: list[str]) -> Suite:
     import dataclasses
 
     attackers, defenders = list(suite.attackers), list(suite.defenders)
+    registry: Registry[Any]
     for name in names:
         if name in ATTACKERS.names():
             registry, group = ATTACKERS, attackers
@@ -221,3 +222,25 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
     default_name = p.parent.name if p.name == "suite.yaml" else p.stem
     return parse_suite(data, default_name, p)
+
+
+def find_suite(name: str | Path) -> Path:
+    """The suite file a user means: a YAML path, a folder holding suite.yaml, or the name of a
+    folder under ./leaderboards/ (the published suites)."""
+    path = Path(name)
+    if path.is_dir():
+        path = path / "suite.yaml"
+    if path.exists():
+        return path
+    candidate = Path("leaderboards") / str(name) / "suite.yaml"
+    if candidate.exists():
+        return candidate
+    raise SuiteError(f"no suite {str(name)!r}: give a suite.yaml path, or the name of a folder under ./leaderboards/ holding one.")
+
+
+def suite_frame(suite: Suite, results: Any) -> Any:
+    """The rows of `results` that belong to the suite as it is now (a row of a strategy since
+    removed from the suite file stays in the database but not on the board)."""
+    frame = results.frame(suite.name)
+    keys = {m.key for m in suite.matches()}
+    return frame[frame.match_key.isin(keys)] if not frame.empty else frame

@@ -1,10 +1,14 @@
-"""Tournaments on Ray: attack tasks train each attacked model once, defense tasks fan out from them.
+"""Tournaments: a pure planner, an executor that runs jobs, and one scheduler that writes rows.
 
-The driver is a small scheduler. It keeps at most as many tasks in flight as the cluster has
-CPU slots, so a task starts about when it is submitted and its deadline can be kept by the
-driver (`ray.cancel(force=True)` kills a task that overruns: a hung plugin costs its own cells).
-Every finished match becomes one row in the results store, written here and only here; a
-failure is a row too. Workers only compute.
+- `plan(suite, finished)` says what must run: the missing (or stale) matches, the attacked models
+  they need (each trained once, honest baselines first) and which matches wait on which model.
+  It is a pure function, testable without Ray.
+- An `Executor` runs jobs: `RayExecutor` on a Ray cluster (one CPU slot per job, a deadline the
+  driver keeps by killing the task: a hung plugin costs its own cells), `SerialExecutor` in this
+  process, one job at a time (for debugging and tests; it cannot interrupt a job that hangs).
+- `run_tournament` keeps at most `executor.slots` jobs in flight, defenses first (they finish
+  rows), and writes every finished match as one row in the results store, here and only here; a
+  failure is a row too. Workers only compute.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
 
 from arena.match import AttackRecord, attack_stage, defense_stage, honest_spec
 from arena.results import ResultsStore
@@ -23,38 +28,187 @@ from arena.store import ArtifactStore, arena_home
 from arena.suite import Suite
 
 
-def _worker_setup(threads: int, home: str) -> None:
-    import torch
+class Status(str, Enum):
+    """How a match ended; the results store's `status` column."""
 
-    # two workers with two threads each on two cores run 15x slower than with one each
-    torch.set_num_threads(max(1, threads))
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and the plan
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """Train (or take from the store) one attacked model and evaluate it undefended."""
+
+    attack: AttackSpec
+
+
+@dataclass(frozen=True)
+class DefenseJob:
+    """Defend one match's attacked model and score the deployed system."""
+
+    match: MatchSpec
+    attacked: AttackRecord
+    honest: AttackRecord
+    stealth_tolerance: float
+
+
+Job = AttackJob | DefenseJob
+
+
+@dataclass(frozen=True)
+class Plan:
+    matches: int  # in the suite
+    todo: tuple[MatchSpec, ...]  # missing or stale, in suite order
+    attacks: tuple[AttackSpec, ...]  # the attacked models `todo` needs, honest baselines first
+    dependents: dict[str, tuple[MatchSpec, ...]]  # attack key -> the matches that need its record
+
+    @property
+    def skipped(self) -> int:
+        return self.matches - len(self.todo)
+
+
+def plan(suite: Suite, finished: Iterable[str]) -> Plan:
+    """What must run for `suite` when the match keys in `finished` are done and current."""
+    done = set(finished)
+    matches = suite.matches()
+    todo = tuple(m for m in matches if m.key not in done)
+    attacks: dict[str, AttackSpec] = {}
+    dependents: dict[str, list[MatchSpec]] = {}
+    for m in todo:
+        for a in (m.attack, honest_spec(m.attack)):
+            attacks.setdefault(a.key, a)
+            if m not in dependents.setdefault(a.key, []):
+                dependents[a.key].append(m)
+    ordered = sorted(attacks.values(), key=lambda a: a.attacker.name != "none")  # every match needs a baseline
+    return Plan(len(matches), todo, tuple(ordered), {k: tuple(v) for k, v in dependents.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors
+
+
+def _worker_setup(home: str) -> None:
+    # stages pin their own torch thread count (arena.provenance); the store is the driver's
     os.environ["ARENA_HOME"] = home
 
 
-def _attack_task(attack: AttackSpec, home: str, threads: int) -> AttackRecord:
-    _worker_setup(threads, home)
-    return attack_stage(attack, ArtifactStore())
+def run_job(job: Job, home: str) -> AttackRecord | dict[str, Any]:
+    """What a worker does with a job: an attack record, or a match result as JSON."""
+    _worker_setup(home)
+    if isinstance(job, AttackJob):
+        return attack_stage(job.attack, ArtifactStore())
+    return defense_stage(job.match, job.attacked, job.honest, ArtifactStore(), stealth_tolerance=job.stealth_tolerance).to_json()
 
 
-def _defense_task(spec: MatchSpec, attacked: AttackRecord, honest: AttackRecord, home: str, threads: int, tolerance: float) -> dict[str, Any]:
-    _worker_setup(threads, home)
-    return defense_stage(spec, attacked, honest, ArtifactStore(), stealth_tolerance=tolerance).to_json()
+class Executor(Protocol):
+    """Runs jobs; the scheduler asks it for finished ones and cancels overdue ones."""
+
+    slots: int  # jobs it runs at once
+
+    def submit(self, job: Job) -> Any:
+        """Start `job`; returns a handle."""
+
+    def finished(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]:
+        """(handle, outcome) of the handles that have finished, waiting at most `timeout` s for
+        the first; an outcome is the job's return value or the exception it raised."""
+
+    def cancel(self, handle: Any) -> None:
+        """Stop a job (a deadline passed, or the tournament is interrupted)."""
+
+
+class SerialExecutor:
+    """Runs each job in this process when it is submitted: no cluster, no parallelism, no
+    deadline (a hanging strategy hangs the tournament). For debugging and tests."""
+
+    slots = 1
+
+    def __init__(self, home: str | None = None) -> None:
+        self.home = home or str(arena_home())
+        self._outcomes: dict[int, Any] = {}
+        self._next = 0
+
+    def submit(self, job: Job) -> int:
+        handle, self._next = self._next, self._next + 1
+        previous = os.environ.get("ARENA_HOME")
+        try:
+            self._outcomes[handle] = run_job(job, self.home)
+        except Exception as exc:  # the strategy's error becomes its cells' rows
+            self._outcomes[handle] = RuntimeError("".join(traceback.format_exception_only(type(exc), exc)).strip())
+        finally:
+            if previous is None:
+                os.environ.pop("ARENA_HOME", None)
+            else:
+                os.environ["ARENA_HOME"] = previous
+        return handle
+
+    def finished(self, handles: list[int], timeout: float) -> list[tuple[int, Any]]:
+        return [(h, self._outcomes.pop(h)) for h in handles if h in self._outcomes]
+
+    def cancel(self, handle: int) -> None:
+        self._outcomes.pop(handle, None)
 
 
 def _short_error(exc: BaseException) -> str:
     """The strategy's own error, without Ray's wrapping."""
-    cause = getattr(exc, "cause", None)
-    if cause is not None:
-        text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
-        return text
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    cause = getattr(exc, "cause", None) or exc
+    return "".join(traceback.format_exception_only(type(cause), cause)).strip()
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks, one CPU slot each; starts a local Ray unless one is running or an
+    address is given (`--address`, `RAY_ADDRESS`)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_task: float = 1.0, retries: int = 1, home: str | None = None) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        self.home = home or str(arena_home())
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
+        self._remote = ray.remote(run_job).options(num_cpus=cpus_per_task, max_retries=retries, retry_exceptions=False)
+
+    def submit(self, job: Job) -> Any:
+        return self._remote.remote(job, self.home)
+
+    def finished(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]:
+        import ray
+
+        done, _ = ray.wait(handles, num_returns=1, timeout=timeout)
+        out = []
+        for ref in done:
+            try:
+                out.append((ref, ray.get(ref)))
+            except Exception as exc:  # the strategy's error, or a system failure past its retries
+                out.append((ref, RuntimeError(_short_error(exc))))
+        return out
+
+    def cancel(self, handle: Any) -> None:
+        import ray
+
+        ray.cancel(handle, force=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler
 
 
 @dataclass
 class Summary:
     suite: str
     planned: int
-    skipped: int  # already ok in the store
+    skipped: int  # already ok (and current) in the store
     ok: int = 0
     failed: int = 0
     attacks_trained: int = 0
@@ -69,83 +223,78 @@ class Summary:
 ProgressHook = Callable[[Summary], None]
 
 
-def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
+@dataclass
+class _Flight:
+    job: Job
+    deadline: float
+    limit: float
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+
+@dataclass
+class _State:
+    records: dict[str, AttackRecord | BaseException] = field(default_factory=dict)
+    settled: set[str] = field(default_factory=set)
+    ready: list[MatchSpec] = field(default_factory=list)
 
 
 def run_tournament(
     suite: Suite,
     results: ResultsStore,
     *,
+    executor: Executor | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
-    cpus_per_task: float = 1.0,
-    gpus_per_task: float = 0.0,
     on_update: ProgressHook | None = None,
 ) -> Summary:
-    """Play every missing match of `suite`; rows go to `results` as they finish."""
-    import ray
-
+    """Play every missing or stale match of `suite`; rows go to `results` as they finish.
+    Without an executor, a `RayExecutor` (local Ray, or `address`)."""
     start = time.perf_counter()
-    matches = suite.matches()
-    finished = results.finished(suite.name)
-    todo = [m for m in matches if m.key not in finished]
-    summary = Summary(suite.name, planned=len(matches), skipped=len(matches) - len(todo))
-    if not todo:
+    work = plan(suite, results.finished(suite.name))
+    summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
+    if not work.todo:
         return summary
-    _ensure_ray(address, num_cpus)
-    home = str(arena_home())
     ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
-    threads = max(1, int(cpus_per_task))
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
-    options = {"num_cpus": cpus_per_task, "num_gpus": gpus_per_task, "max_retries": suite.limits.retries, "retry_exceptions": False}
-    attack_remote = ray.remote(_attack_task).options(**options)
-    defense_remote = ray.remote(_defense_task).options(**options)
+    executor = executor or RayExecutor(address, num_cpus, retries=suite.limits.retries)
+    state = _State()
+    attack_queue = list(work.attacks)
+    inflight: dict[Any, _Flight] = {}
 
-    # What must be trained: the attacked models of the missing matches and their honest baselines.
-    dependents: dict[str, list[MatchSpec]] = {}  # attack key -> matches that need its record
-    attacks: dict[str, AttackSpec] = {}
-    for m in todo:
-        for a in (m.attack, honest_spec(m.attack)):
-            attacks.setdefault(a.key, a)
-            dependents.setdefault(a.key, []).append(m)
-    settled: set[str] = set()
-    attack_queue = list(attacks.values())
-    attack_queue.sort(key=lambda a: a.attacker.name != "none")  # baselines first: every match needs one
-    records: dict[str, AttackRecord | BaseException] = {}
-    ready: list[MatchSpec] = []
-    inflight: dict[Any, tuple[str, Any, float]] = {}  # ref -> (kind, item, deadline)
-
-    def fail(match: MatchSpec, status: str, error: str) -> None:
-        results.put(suite.name, match, status, error=error)
-        summary.failed += 1
+    def write(match: MatchSpec, status: Status, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        results.put(suite.name, match, status.value, result=result, error=error)
+        if status is Status.OK:
+            summary.ok += 1
+        else:
+            summary.failed += 1
 
     def settle(match: MatchSpec) -> None:
         """Queue a match whose attack records are in, or fail it when one of them failed."""
-        if match.key in settled:
+        if match.key in state.settled:
             return
         for key in (match.attack.key, honest_spec(match.attack).key):
-            rec = records.get(key)
+            rec = state.records.get(key)
             if rec is None:
                 return
             if isinstance(rec, BaseException):
-                kind = "timeout" if isinstance(rec, TimeoutError) else "error"
                 role = "honest baseline" if key != match.attack.key else "attack"
-                settled.add(match.key)
-                fail(match, kind, f"{role} failed: {rec}")
+                state.settled.add(match.key)
+                write(match, Status.TIMEOUT if isinstance(rec, TimeoutError) else Status.ERROR, error=f"{role} failed: {rec}")
                 return
-        settled.add(match.key)
-        ready.append(match)
+        state.settled.add(match.key)
+        state.ready.append(match)
+
+    def finish(flight: _Flight, outcome: Any) -> None:
+        job = flight.job
+        if isinstance(job, AttackJob):
+            state.records[job.attack.key] = outcome
+            if isinstance(outcome, AttackRecord):
+                summary.attacks_cached += outcome.cached
+                summary.attacks_trained += not outcome.cached
+            for m in work.dependents[job.attack.key]:
+                settle(m)
+        elif isinstance(outcome, dict):
+            write(job.match, Status.OK, result=outcome)
+        else:
+            write(job.match, Status.TIMEOUT if isinstance(outcome, TimeoutError) else Status.ERROR, error=str(outcome))
 
     def notify() -> None:
         summary.seconds = time.perf_counter() - start
@@ -154,50 +303,28 @@ def run_tournament(
 
     try:
         notify()
-        while attack_queue or ready or inflight:
-            while len(inflight) < slots and (ready or attack_queue):
-                if ready:  # defenses first: they finish rows
-                    m = ready.pop(0)
-                    rec_a, rec_h = records[m.attack.key], records[honest_spec(m.attack).key]
-                    ref = defense_remote.remote(m, rec_a, rec_h, home, threads, suite.stealth_tolerance)
-                    inflight[ref] = ("defense", m, time.monotonic() + suite.limits.defense_timeout_s)
+        while attack_queue or state.ready or inflight:
+            while len(inflight) < executor.slots and (state.ready or attack_queue):
+                job: Job
+                if state.ready:  # defenses first: they finish rows
+                    m = state.ready.pop(0)
+                    job = DefenseJob(m, state.records[m.attack.key], state.records[honest_spec(m.attack).key], suite.stealth_tolerance)  # type: ignore[arg-type]
+                    limit = suite.limits.defense_timeout_s
                 else:
-                    a = attack_queue.pop(0)
-                    ref = attack_remote.remote(a, home, threads)
-                    inflight[ref] = ("attack", a, time.monotonic() + suite.limits.attack_timeout_s)
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+                    job, limit = AttackJob(attack_queue.pop(0)), suite.limits.attack_timeout_s
+                handle = executor.submit(job)
+                inflight[handle] = _Flight(job, time.monotonic() + limit, limit)
+            for handle, outcome in executor.finished(list(inflight), timeout=0.5):
+                finish(inflight.pop(handle), outcome)
             now = time.monotonic()
-            for ref in list(inflight):
-                kind, item, deadline = inflight[ref]
-                if ref not in done and now <= deadline:
-                    continue
-                del inflight[ref]
-                outcome: Any
-                if ref in done:
-                    try:
-                        outcome = ray.get(ref)
-                    except Exception as exc:  # the strategy's error, or a system failure past its retries
-                        outcome = RuntimeError(_short_error(exc))
-                else:
-                    ray.cancel(ref, force=True)
-                    limit = suite.limits.defense_timeout_s if kind == "defense" else suite.limits.attack_timeout_s
-                    outcome = TimeoutError(f"{kind} exceeded its time limit of {limit:g} s and was killed")
-                if kind == "attack":
-                    records[item.key] = outcome
-                    if isinstance(outcome, AttackRecord):
-                        summary.attacks_cached += outcome.cached
-                        summary.attacks_trained += not outcome.cached
-                    for m in dependents[item.key]:
-                        settle(m)
-                else:
-                    if isinstance(outcome, dict):
-                        results.put(suite.name, item, "ok", result=outcome)
-                        summary.ok += 1
-                    else:
-                        fail(item, "timeout" if isinstance(outcome, TimeoutError) else "error", str(outcome))
+            for handle in [h for h, f in inflight.items() if now > f.deadline]:
+                flight = inflight.pop(handle)
+                executor.cancel(handle)
+                kind = "attack" if isinstance(flight.job, AttackJob) else "defense"
+                finish(flight, TimeoutError(f"{kind} exceeded its time limit of {flight.limit:g} s and was killed"))
             notify()
     finally:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
+        for handle in inflight:
+            executor.cancel(handle)
     notify()
     return summary

@@ -99,7 +99,10 @@ def spec_of(row: Any, suite: Any) -> MatchSpec:
     )
     spec = MatchSpec(attack, StrategySpec.of(row.defender, str(row.defender_version), json.loads(row.defender_params)))
     if spec.key != row.match_key:
-        raise UsageError(f"the published row {row.match_key[:12]} ({row.attacker} vs {row.defender}, seed {row.seed}) does not rebuild to its own match key; the results file was edited or written by another arena.")
+        raise UsageError(
+            f"the published row {row.match_key[:12]} ({row.attacker} vs {row.defender}, seed {row.seed}) does not rebuild to its own "
+            "match key; the results file was edited or written by another arena."
+        )
     return spec
 
 
@@ -137,7 +140,7 @@ def verify_cells(
 
 def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, progress: ProgressFn) -> CellCheck:
     published = {"artifact_sha256": row.artifact_sha256, **{k: float(getattr(row, col)) for k, col in COMPARED}}
-    base = dict(match_key=spec.key, attacker=str(row.attacker_label), defender=str(row.defender_label), seed=int(row.seed), published=published)
+    base: dict[str, Any] = dict(match_key=spec.key, attacker=str(row.attacker_label), defender=str(row.defender_label), seed=int(row.seed), published=published)
     try:
         attacker, defender = instantiate_attacker(spec.attack.attacker), instantiate_defender(spec.defender)
         task = task_for(spec.attack.dataset, spec.attack.architecture, spec.attack.epochs)
@@ -151,7 +154,9 @@ def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, pr
     gaps = {k: abs(reproduced[k] - published[k]) for k, _ in COMPARED}
     if not differ:
         same = reproduced["artifact_sha256"] == published["artifact_sha256"] and all(g == 0 for g in gaps.values())
-        why = "bit-identical (same numerics)" if same else "differs under the same numerics: " + ", ".join(f"{k} by {g:.2g}" for k, g in gaps.items() if g) + ("; model hash differs" if reproduced["artifact_sha256"] != published["artifact_sha256"] else "")
+        hash_differs = reproduced["artifact_sha256"] != published["artifact_sha256"]
+        gap_text = ", ".join(f"{k} by {g:.2g}" for k, g in gaps.items() if g) + ("; model hash differs" if hash_differs else "")
+        why = "bit-identical (same numerics)" if same else f"differs under the same numerics: {gap_text}"
     else:
         same = all(g <= tolerance for g in gaps.values())
         why = ("within" if same else "outside") + f" tolerance {tolerance:g} under other numerics (largest gap {max(gaps.values()):.3g})"

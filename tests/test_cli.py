@@ -129,3 +129,23 @@ def test_a_strategy_that_prints_cannot_corrupt_the_json_on_stdout(arena_home, ca
     captured = capsys.readouterr()
     assert json.loads(captured.out)["defender"]["name"] == "chatty"
     assert "hello from a plugin" in captured.err
+
+
+def test_list_is_one_line_per_strategy_in_an_80_column_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    row = next(line for line in lines if line.split()[:1] == ["pruning_aware"])
+    assert row.split()[1] == "1" and "Fine-Pruning" in row  # name, version and what it does on one line
+
+
+def test_show_gives_paper_deviations_requirements_and_the_full_space(capsys):
+    assert main(["show", "neural_cleanse"]) == 0
+    out = capsys.readouterr().out
+    for text in ("Neural Cleanse", "deviations", "min_clean=20", "stop_success", "nc_steps", "version 2"):
+        assert text in out
+    assert main(["show", "none", "--json"]) == 0  # an attacker and a defender share the name
+    assert {d["kind"] for d in json.loads(capsys.readouterr().out)} == {"attacker", "defender"}
+    assert main(["show", "nueral_cleanse"]) == 2
+    assert "Did you mean 'neural_cleanse'" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""`arena leaderboard show|refresh|verify`: a suite's board, its publication, its verification."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from arena.cli import render
+from arena.cli.tournament import add_cluster_options, play
+from arena.errors import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="show, refresh or verify a suite's leaderboard")
+    p.add_argument("action", choices=["show", "refresh", "verify"], help="show the board, refresh it (run missing or stale cells and publish), or verify published cells")
+    p.add_argument("suite", help="suite name (folder under ./leaderboards/) or suite.yaml path")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="refresh: also play this registered strategy (e.g. a plugin package/name)")
+    p.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
+    add_cluster_options(p)
+    p.add_argument("--cells", type=int, default=5, help="verify: how many published cells to re-play (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="verify: seed of the random choice of cells (default 0)")
+    p.add_argument("--tolerance", type=float, default=0.02, help="verify: allowed gap in CA, ASR and utility under other numerics (default 0.02)")
+    p.add_argument("--json", action="store_true", help="verify: one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "verify":
+        return verify(args)
+    from arena.leaderboard import build_board, publish
+    from arena.results import default_results
+    from arena.suite import find_suite, load_suite, suite_frame, with_strategies
+
+    path = find_suite(args.suite)
+    suite = load_suite(path)
+    results = default_results()
+    if args.action == "refresh":
+        if args.with_:
+            suite = with_strategies(suite, args.with_)
+        play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet)
+    frame = suite_frame(suite, results)
+    if frame.empty:
+        raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
+    board = build_board(frame, suite.name, include_nonstealthy=args.include_nonstealthy)
+    if args.action == "refresh":
+        publish(board, frame, path.parent)
+        render.err.print(f"published {path.parent}/: results.csv, equilibrium.json, README.md, index.html, heatmaps")
+    render.board(board, render.out())
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from arena.suite import find_suite, load_suite
+    from arena.verify import choose, published_rows, verify_cells
+
+    path = find_suite(args.suite)
+    suite = load_suite(path)
+    chosen = choose(published_rows(path.parent, suite.name), args.cells, args.seed, suite.name)
+    render.err.print(f"verifying {len(chosen)} published cells of {suite.name} from an empty store (seed {args.seed})")
+    with render.stage_progress(args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
+        checks = verify_cells(chosen, suite, tolerance=args.tolerance, progress=render.RichProgress(progress))
+    ok = sum(c.reproduces for c in checks)
+    if args.json:
+        print(json.dumps({"suite": suite.name, "cells": len(checks), "reproduced": ok, "checks": [c.to_dict() for c in checks]}))
+    else:
+        render.verification(suite.name, checks, render.out())
+    return 0 if ok == len(checks) else 1

@@ -1,0 +1,197 @@
+"""Every terminal view of the CLI in one place: tables, progress, the match, the board, verify.
+
+Results go to stdout (`out`); progress, warnings and errors to stderr (`err`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+err = Console(stderr=True)
+
+
+def out() -> Console:
+    """A console on the current stdout (made per call: tests capture stdout)."""
+    return Console()
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def stage_progress(quiet: bool) -> Progress:
+    """A transient progress display on stderr for (stage, done, total) reports."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=quiet)
+
+
+class RichProgress:
+    """Adapts the strategies' (stage, done, total) reports to a rich progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def match(result: dict[str, Any], console: Console) -> None:
+    a, d = result["attacker"], result["defender"]
+    title = f"{a['name']} v{a['version']}  vs  {d['name']} v{d['version']}   ({result['dataset']}, seed {result['seed']})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    table.add_column("clean accuracy", justify="right")
+    table.add_column("attack success", justify="right")
+    table.add_row("honest baseline", fmt(result["honest"]["ca"]), "")
+    table.add_row("attacked, undefended", fmt(result["attacked"]["ca"]), fmt(result["attacked"]["asr"]))
+    table.add_row("attacked, defended", fmt(result["defended"]["ca"]), fmt(result["defended"]["asr"]))
+    console.print(table)
+    per_trigger = result["attacked"]["asr_per_trigger"]
+    if len(per_trigger) > 1:
+        for name in per_trigger:
+            console.print(f"  trigger {name}: ASR {fmt(per_trigger[name])} → {fmt(result['defended']['asr_per_trigger'][name])}")
+    if "frr" in result["defended"]:
+        console.print(f"  input filter: false rejections {fmt(result['defended']['frr'])} of clean inputs")
+    verdict = result["defended"]["verdict"]
+    if verdict is not None:
+        flagged = "[red]flagged[/]" if verdict["flagged"] else "not flagged"
+        console.print(f"  verdict: {flagged}, score {verdict['score']:.3f}, suspected labels {verdict['labels']}")
+    if result["defended"].get("deployed") == "fallback":
+        console.print("  deployed: the fallback model (flagged and not repaired: the verdict rule)")
+    stealth = "[green]stealthy[/]" if result["stealthy"] else "[yellow]not stealthy[/] (undefended CA more than the tolerance below honest)"
+    console.print(f"  defender utility CA − ASR: [bold]{result['utility']:+.3f}[/]    attack: {stealth}")
+    s = result["seconds"]
+    cache = " (attacked model from the store)" if result["cached"] else ""
+    console.print(f"  seconds: attack {s['attack']:.1f}{cache}, defense {s['defense']:.1f}, this run {s['total']:.1f}")
+    console.print(f"  clean samples given to the defender: {result['clean_samples']}")
+
+
+def results_table(frame: Any, title: str) -> Table:
+    from arena.leaderboard import label_frame
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("attacker", overflow="fold", min_width=14)
+    table.add_column("defender", overflow="fold", min_width=12)
+    for column in ("seed", "status", "CA", "ASR", "CA def.", "ASR def.", "u_D", "stealthy"):
+        table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
+    for row in label_frame(frame).sort_values(["attacker_label", "defender_label", "seed"]).itertuples():
+        status = row.status if row.status == "ok" else f"[red]{row.status}[/]"
+        ok = row.status == "ok"
+        table.add_row(
+            row.attacker_label,
+            row.defender_label,
+            str(row.seed),
+            status,
+            *(fmt(getattr(row, c)) if ok else "" for c in ("attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility")),
+            ("yes" if row.stealthy else "[yellow]no[/]") if ok else (str(row.error or "")[:60]),
+        )
+    return table
+
+
+def warn_mixed_numerics(frame: Any) -> None:
+    """Rows of one table computed under different numerics are never mixed silently."""
+    from arena.leaderboard import numerics_counts
+
+    counts = numerics_counts(frame) if not frame.empty else {}
+    if len(counts) > 1:
+        err.print("[yellow]mixed numerics[/]: these rows were computed under " + "; ".join(f"{k} ({v} rows)" for k, v in counts.items()), highlight=False)
+
+
+def equilibrium(solution: Any, rows: list[str], cols: list[str], console: Console) -> None:
+    console.print(f"game value (defender utility at equilibrium): [bold]{solution.value:.4f}[/]   exploitability {solution.exploitability:.2e}")
+    for side, labels, mix in (("defender", rows, solution.defender), ("attacker", cols, solution.attacker)):
+        table = Table(title=f"{side} equilibrium mixture (maximum entropy)", title_justify="left")
+        table.add_column(side)
+        table.add_column("probability", justify="right")
+        for label, p in sorted(zip(labels, mix), key=lambda t: -t[1]):
+            table.add_row(label, f"{p:.4f}")
+        console.print(table)
+
+
+def board(b: Any, console: Console) -> None:
+    if b.solution is None:
+        console.print("[yellow]No complete game: every strategy of one side was left out.[/]")
+    else:
+        console.print(f"[bold]{b.suite}[/]: game value {b.solution.value:.3f} (defender utility at equilibrium), exploitability {b.solution.exploitability:.1e}")
+        s = b.scores
+        for side, labels, mix in (("defender", b.defenders, b.solution.defender), ("attacker", b.attackers, b.solution.attacker)):
+            table = Table(title=f"{side}s", title_justify="left")
+            for column in ("rank", side, "Nash-averaged [90% interval]", "worst case [90% interval]", "worst rank", "eq. weight"):
+                table.add_column(column, justify="left" if column == side else "right")
+            order = sorted(range(len(labels)), key=lambda i: (-s[f"{side}_nash"][i], labels[i]))
+            for i in order:
+                table.add_row(
+                    str(s[f"{side}_nash_rank"][i]),
+                    labels[i],
+                    f"{s[f'{side}_nash'][i]:+.3f} [{s[f'{side}_nash_lo'][i]:+.3f}, {s[f'{side}_nash_hi'][i]:+.3f}]",
+                    f"{s[f'{side}_worst'][i]:+.3f} [{s[f'{side}_worst_lo'][i]:+.3f}, {s[f'{side}_worst_hi'][i]:+.3f}]",
+                    str(s[f"{side}_worst_rank"][i]),
+                    f"{mix[i]:.3f}",
+                )
+            console.print(table)
+        matrix = Table(title="defender utility CA − ASR (rows: defenders, columns: attackers), mean ± sd; CA / ASR below", title_justify="left", show_lines=True)
+        matrix.add_column("")
+        for c in b.attackers:
+            matrix.add_column(c, justify="right", overflow="fold")
+        u, usd, ca, asr = b.matrix, b.spread("utility"), b.mean("defended_ca"), b.mean("defended_asr")
+        for i, r in enumerate(b.defenders):
+            cells = []
+            for j in range(len(b.attackers)):
+                colour = "green" if u[i, j] > 0.5 else "yellow" if u[i, j] > 0 else "red"
+                cells.append(Text.assemble((f"{u[i, j]:+.3f} ± {usd[i, j]:.3f}", colour), f"\n{ca[i, j]:.3f} / {asr[i, j]:.3f}"))
+            matrix.add_row(r, *cells)
+        console.print(matrix)
+    if b.detection:
+        table = Table(title="detection (model-level verdicts; backdoored = attacker not `none`)", title_justify="left")
+        for column in ("defender", "backdoored", "honest", "TPR", "FPR", "AUROC", "target hit"):
+            table.add_column(column, justify="left" if column == "defender" else "right")
+        for d, r in sorted(b.detection.items()):
+            table.add_row(d, str(r["backdoored"]), str(r["honest"]), *(fmt(r[k]) for k in ("tpr", "fpr", "auroc", "target_hit")))
+        console.print(table)
+    if len(b.numerics) > 1:
+        console.print("[yellow]mixed numerics[/]: " + "; ".join(f"{k}: {v} rows" for k, v in b.numerics.items()))
+    elif b.numerics:
+        console.print(f"numerics: {next(iter(b.numerics))}")
+    if b.stale:
+        console.print(f"[yellow]{len(b.stale)} stale rows[/] (their strategy's code changed since; `arena leaderboard refresh` re-runs them), e.g. {next(iter(b.stale.values()))}")
+    for label, why in sorted(b.excluded.items()):
+        console.print(f"[yellow]left out[/] {label}: {why}")
+
+
+def _pair(check: Any, key: str) -> str:
+    reproduced = check.reproduced.get(key)
+    return f"{check.published[key]:.3f} / " + ("—" if reproduced is None else f"{reproduced:.3f}")
+
+
+def verification(suite: str, checks: list[Any], console: Console) -> None:
+    table = Table(title=f"{suite}: published / reproduced", title_justify="left")
+    for column in ("#", "attacker", "defender", "seed", "CA", "ASR", "u_D", "model sha256"):
+        table.add_column(column, justify="right" if column in ("CA", "ASR", "u_D", "seed") else "left", overflow="fold")
+    for i, c in enumerate(checks, 1):
+        sha = f"{c.published['artifact_sha256'][:8]} / {str(c.reproduced.get('artifact_sha256', '—'))[:8]}"
+        table.add_row(str(i), c.attacker, c.defender, str(c.seed), *(_pair(c, k) for k in ("ca", "asr", "utility")), sha)
+    console.print(table)
+    for i, c in enumerate(checks, 1):
+        console.print(f"  {i}. " + ("[green]reproduces[/]" if c.reproduces else "[red]DIFFERS[/]") + f": {c.why}", highlight=False)
+    differ = sorted({d for c in checks for d in c.numerics_differ})
+    if differ:
+        console.print("numerics that differ from the published rows: " + "; ".join(differ), highlight=False)
+    console.print(f"{sum(c.reproduces for c in checks)} of {len(checks)} cells reproduce.")
+
+
+def check_report(kind: str, strategy: str, results: list[Any], console: Console) -> None:
+    table = Table(title=f"contract of {kind} {strategy}", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in results:
+        table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+    console.print(table)

@@ -1,0 +1,46 @@
+"""`arena results`: a suite's rows as a table, CSV, JSON or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from arena.cli import render
+from arena.errors import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("results", help="a suite's results as a table or a file")
+    p.add_argument("suite", help="suite name, or its YAML file / folder")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    p.add_argument("--output", default=None, help="write to this file instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from arena.results import default_results
+    from arena.suite import load_suite
+
+    name = args.suite
+    if Path(name).exists():
+        name = load_suite(name).name
+    results = default_results()
+    frame = results.frame(name)
+    if frame.empty:
+        known = results.suites()
+        raise UsageError(f"no results for suite {name!r}. Suites with results: {', '.join(known) if known else '(none)'}.")
+    render.warn_mixed_numerics(frame)
+    if args.format == "table":
+        render.out().print(render.results_table(frame, f"suite {name}"))
+    elif args.format == "parquet":
+        if not args.output:
+            raise UsageError("--format parquet needs --output FILE (it is binary).")
+        frame.to_parquet(args.output, index=False)
+    else:
+        text = frame.to_csv(index=False) if args.format == "csv" else frame.to_json(orient="records", indent=1)
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0

@@ -1,0 +1,102 @@
+"""`arena list` (a compact table) and `arena show NAME` (everything about one strategy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.table import Table
+
+from arena.cli import render
+from arena.errors import UnknownNameError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    lst = sub.add_parser("list", help="list registered attackers and defenders")
+    lst.add_argument("kind", nargs="?", choices=["attackers", "defenders"], help="only this kind")
+    lst.add_argument("--json", action="store_true", help="every strategy with its paper, deviations and full space")
+    lst.set_defaults(func=run_list)
+    show = sub.add_parser("show", help="one strategy: paper, deviations, requirements, full hyperparameter space")
+    show.add_argument("name", help="registered name, e.g. neural_cleanse or package/name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=run_show)
+
+
+def describe(cls: Any) -> dict[str, Any]:
+    """A strategy class as data: what `list --json` and `show` print."""
+    from arena.provenance import code_fingerprint
+
+    requires = {k: getattr(cls, k) for k in ("min_clean", "requires_prunable", "changes_architecture") if hasattr(cls, k)}
+    return {
+        "name": cls.name,
+        "kind": cls.kind,
+        "version": cls.version,
+        "summary": cls.summary(),
+        "paper": cls.paper,
+        "deviations": cls.deviations,
+        "requires": requires,
+        "code": code_fingerprint(cls),
+        "params": {p: {"default": spec.default, "space": spec.describe(), "help": spec.help} for p, spec in cls.space.items()},
+    }
+
+
+def _registries(kind: str | None) -> list[Any]:
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    return [r for r in (ATTACKERS, DEFENDERS) if kind in (None, r.kind + "s", r.kind)]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    listing: dict[str, list[dict[str, Any]]] = {}
+    console = render.out()
+    for registry in _registries(args.kind):
+        rows = []
+        for name, cls in registry.all_classes().items():
+            rows.append({"name": name, "error": registry.plugin_errors.get(name, "failed to load")} if cls is None else {**describe(cls), "name": name})
+        listing[registry.kind + "s"] = rows
+        if not args.json:
+            console.print(f"[bold]{registry.kind}s[/]")
+            width = max(len(r["name"]) for r in rows)
+            room = max(20, console.width - width - 8)  # one line per strategy, whatever the terminal
+            for row in rows:
+                text = f"unusable: {row['error']}" if "error" in row else row["summary"]
+                text = text if len(text) <= room else text[: room - 1] + "…"
+                console.print(f"  {row['name']:<{width}}  {row.get('version', ''):>2}  {text}", highlight=False, markup=False)
+    if args.json:
+        print(json.dumps(listing, default=str))
+    else:
+        console.print("[dim]`arena show NAME` for a strategy's paper, deviations, requirements and hyperparameters.[/]")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    found = []
+    for registry in _registries(None):
+        try:
+            found.append(registry.get(args.name))
+        except UnknownNameError:
+            continue
+    if not found:
+        from arena.registry import ATTACKERS, DEFENDERS
+
+        raise UnknownNameError("strategy", args.name, ATTACKERS.names() + DEFENDERS.names())
+    described = [describe(cls) for cls in found]
+    if args.json:
+        print(json.dumps(described if len(described) > 1 else described[0], default=str))
+        return 0
+    console = render.out()
+    for d in described:
+        console.print(f"[bold]{args.name}[/] ({d['kind']}, version {d['version']}, code {d['code']})", highlight=False)
+        console.print(d["summary"], highlight=False)
+        console.print(f"[bold]paper[/]: {d['paper']}", highlight=False)
+        console.print(f"[bold]deviations[/]: {d['deviations']}", highlight=False)
+        if d["requires"]:
+            console.print("[bold]requires[/]: " + ", ".join(f"{k}={v}" for k, v in d["requires"].items()), highlight=False)
+        table = Table(title="hyperparameters", title_justify="left")
+        for column in ("name", "default", "space", "meaning"):
+            table.add_column(column, overflow="fold")
+        for p, v in d["params"].items():
+            table.add_row(p, repr(v["default"]), v["space"], v["help"] or "")
+        console.print(table if d["params"] else "no hyperparameters")
+    return 0
