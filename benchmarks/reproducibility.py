@@ -79,7 +79,8 @@ def timing(args: argparse.Namespace) -> None:
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr)
             walls.append(wall)
-    row = {"command": "arena match --attacker pruning_aware --defender fine_pruning (cold, digits)", "walls_s": walls, "best_s": min(walls), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    row = {"command": "arena match --attacker pruning_aware --defender fine_pruning (cold, digits)", "code": commit, "walls_s": walls, "best_s": min(walls), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     with (RESULTS / "reproducibility-timing.jsonl").open("a") as handle:
         handle.write(json.dumps(row) + "\n")
     print(json.dumps(row))

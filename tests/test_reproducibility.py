@@ -38,8 +38,10 @@ def test_the_same_spec_gives_bit_identical_weights_whatever_the_callers_thread_c
     assert one.numerics == two.numerics == numerics() and one.numerics["threads"] == STAGE_THREADS
 
 
-def test_side_by_side_training_gives_the_models_of_a_one_by_one_run(tmp_path):
+def test_side_by_side_training_gives_the_models_of_a_one_by_one_run(tmp_path, monkeypatch):
     from arena.match import honest_spec, train_side_by_side
+
+    monkeypatch.setattr("arena.match.SIDE_BY_SIDE_MIN_SAMPLE_EPOCHS", 0)  # digits is below the threshold
 
     serial = run_match(prepare("badnets", "none", **SPEC), ArtifactStore(tmp_path / "serial")).to_json()
     # the two child processes alone put both models in the store, with the serial run's bits
