@@ -1,27 +1,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from arena.params import Choice, Float, Int, Space
 from arena.protocol import DefenseOutcome, InputFilter
 from arena.registry import register_defender
+from arena.squeezers import median_smooth, reduce_bit_depth
 from arena.strategy import Defender, DefenseContext
 from arena.training import logits
-
-
-def reduce_bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
-    levels = 2**bits - 1
-    return torch.round(x * levels) / levels
-
-
-def median_smooth(x: torch.Tensor, window: int) -> torch.Tensor:
-    if window <= 1:
-        return x
-    before, after = (window - 1) // 2, window // 2  # an even window pads one side more, as in the paper
-    patches = F.unfold(F.pad(x, (before, after, before, after), mode="reflect"), window)
-    return patches.reshape(x.shape[0], x.shape[1], window * window, -1).median(dim=2).values.reshape(x.shape)
 
 
 class SqueezeFilter(InputFilter):

@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena.params import Choice, Int, Space
-from arena.protocol import DefenseOutcome
-from arena.strategy import Defender, DefenseContext
-
-# the squeezers themselves come from arena: a plugin composes, it does not copy
-from defenders.feature_squeezing import median_smooth, reduce_bit_depth
+# everything from arena's public API; the squeezers too: a plugin composes, it does not copy
+from arena import Choice, DefenseContext, DefenseOutcome, Defender, Int, Space, median_smooth, reduce_bit_depth
 
 
 class Squeeze(nn.Module):

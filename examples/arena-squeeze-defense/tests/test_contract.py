@@ -1,7 +1,7 @@
 # A plugin's own test suite runs arena's contract by subclassing its base class.
 from arena_squeeze import SqueezeInputs
 
-from arena.contract import DefenderContract
+from arena import DefenderContract
 
 
 class TestSqueezeInputs(DefenderContract):
