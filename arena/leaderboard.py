@@ -272,7 +272,7 @@ def markdown_page(eq: dict[str, Any]) -> str:
         lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]
     if eq.get("detection"):
         lines += ["## Detection (model-level verdicts)", "", "A model is backdoored when its attacker is not `none`; honest models give the false positives. "
-                  "A flagged model with no repaired one is replaced by the fallback (docs/design.md, the verdict rule).", "",
+                  "A flagged model neither repaired nor filtered is replaced by the fallback (docs/design.md §3, the verdict rule).", "",
                   "| defender | backdoored models | honest models | TPR | FPR | AUROC | target hit |", "|---|---|---|---|---|---|---|"]
         for d, r in sorted(eq["detection"].items()):
             lines.append(f"| `{d}` | {r['backdoored']} | {r['honest']} | " + " | ".join(_rate(r[k]) for k in ("tpr", "fpr", "auroc", "target_hit")) + " |")

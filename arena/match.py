@@ -189,9 +189,8 @@ def _obtain(
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """A harness artifact: loaded when stored under the same code and numerics, else `train()`ed,
     stored and read back (the caller gets exactly what a downloader of the file gets)."""
-    current = {"fingerprint": fingerprint, "numerics": numerics()}
-    manifest = store.read_manifest(key)
-    if manifest is not None and all(manifest.get(k) == v for k, v in current.items()):
+    current = _provenance_of(fingerprint)
+    if _is_current(store.read_manifest(key), current):
         loaded = store.load(key, published_builder(task))
         if loaded is not None:
             return loaded[0], loaded[1], True
@@ -209,6 +208,15 @@ def _obtain(
     loaded = store.load(key, published_builder(task))
     assert loaded is not None  # just written
     return loaded[0], loaded[1], False
+
+
+def _provenance_of(fingerprint: str) -> dict[str, Any]:
+    """What a stored artifact must record to be reused here: its code and these numerics."""
+    return {"fingerprint": fingerprint, "numerics": numerics()}
+
+
+def _is_current(manifest: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    return manifest is not None and all(manifest.get(k) == v for k, v in current.items())
 
 
 def fallback_key(attack: AttackSpec) -> str:
@@ -397,8 +405,8 @@ def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, pro
         except queue_module.Empty:
             running = [w for w in running if w.is_alive()]  # a child that died without a word is dropped
             continue
-        if message is None:
-            running = [w for w in running if w.is_alive() and w.exitcode is None]
+        if message is None:  # a child is done
+            running = [w for w in running if w.is_alive()]
             continue
         progress(*message)
 
@@ -412,11 +420,7 @@ def usable_cores() -> int:
 
 
 def _needs_training(attack: AttackSpec, store: ArtifactStore) -> bool:
-    manifest = store.read_manifest(attack.key)
-    if manifest is None:
-        return True
-    current = {"fingerprint": code_fingerprint(ATTACKERS.get(attack.attacker.name)), "numerics": numerics()}
-    return any(manifest.get(k) != v for k, v in current.items())
+    return not _is_current(store.read_manifest(attack.key), _provenance_of(code_fingerprint(ATTACKERS.get(attack.attacker.name))))
 
 
 def run_match(

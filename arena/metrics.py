@@ -46,7 +46,7 @@ def attack_success_rate(
     per-label excess weighted by label share. The credit is signed, never clipped per label, so
     a filter that rejects at random earns none on average and leaves the ASR where it was
     (counting every rejection as defended let a filter rejecting half of all inputs at random
-    take ASR 0.90 → 0.00; clipping each label's excess at zero still lowered it by a few points
+    take untargeted ASR to 0; clipping each label's excess at zero still lowered it by a few points
     through the noise); a filter that rejects exactly the triggered inputs earns full credit
     (ASR 0). Clipped to [0, 1]; a model with no clean accuracy has no backdoor to measure and
     scores 0.

@@ -38,6 +38,10 @@ from arena.store import ArtifactStore
 
 DEFAULT_TOLERANCE = 0.02  # absolute, on CA, ASR and utility, across different numerics only
 COMPARED = (("ca", "defended_ca"), ("asr", "defended_asr"), ("utility", "utility"))
+REQUIRED_COLUMNS = {
+    "match_key", "status", "attacker", "attacker_version", "attacker_params", "attacker_label", "defender", "defender_version",
+    "defender_params", "defender_label", "dataset", "seed", "artifact_sha256", "defended_ca", "defended_asr", "utility",
+}
 
 
 @dataclass
@@ -67,6 +71,9 @@ def published_rows(folder: Path, suite_name: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not a readable results table ({exc}).") from None
+    missing = sorted(REQUIRED_COLUMNS - set(frame.columns))
+    if missing and not frame.empty:
+        raise UsageError(f"{path} lacks the columns {', '.join(missing)} that a published cell needs to be replayed; re-publish it with `arena leaderboard refresh {suite_name}`.")
     if frame.empty or "status" not in frame or not (frame.status == "ok").any():
         raise UsageError(f"suite {suite_name!r} has no published rows with status ok in {path}; there is nothing to verify.")
     return frame[frame.status == "ok"].reset_index(drop=True)
@@ -89,15 +96,19 @@ def spec_of(row: Any, suite: Any) -> MatchSpec:
         value = getattr(row, name, None)
         return default if value is None or (isinstance(value, float) and pd.isna(value)) else value
 
+    try:
+        attacker_params, defender_params = json.loads(row.attacker_params), json.loads(row.defender_params)
+    except (TypeError, ValueError):
+        raise UsageError(f"the published row {row.match_key[:12]} has parameters that are not JSON objects; the results file was edited.") from None
     attack = AttackSpec(
-        StrategySpec.of(row.attacker, str(row.attacker_version), json.loads(row.attacker_params)),
+        StrategySpec.of(row.attacker, str(row.attacker_version), attacker_params),
         str(row.dataset),
         str(column("architecture", suite.architecture)),
         int(column("epochs", suite.epochs)),
         float(column("clean_budget", suite.clean_budget)),
         int(row.seed),
     )
-    spec = MatchSpec(attack, StrategySpec.of(row.defender, str(row.defender_version), json.loads(row.defender_params)))
+    spec = MatchSpec(attack, StrategySpec.of(row.defender, str(row.defender_version), defender_params))
     if spec.key != row.match_key:
         raise UsageError(
             f"the published row {row.match_key[:12]} ({row.attacker} vs {row.defender}, seed {row.seed}) does not rebuild to its own "
@@ -145,10 +156,9 @@ def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, pr
         attacker, defender = instantiate_attacker(spec.attack.attacker), instantiate_defender(spec.defender)
         task = task_for(spec.attack.dataset, spec.attack.architecture, spec.attack.epochs)
         result = run_match(Prepared(spec, task, attacker, defender), store, progress).to_json()
-    except ArenaError as exc:
-        return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {exc}")
-    except Exception as exc:  # a strategy's own failure costs its cell, not the verification
-        return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a user error or a strategy's own failure costs its cell, not the verification
+        what = str(exc) if isinstance(exc, ArenaError) else f"{type(exc).__name__}: {exc}"
+        return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {what}")
     reproduced = {"artifact_sha256": result["artifact_sha256"], "ca": result["defended"]["ca"], "asr": result["defended"]["asr"], "utility": result["utility"]}
     differ = _numerics_diff(getattr(row, "numerics", None))
     gaps = {k: abs(reproduced[k] - published[k]) for k, _ in COMPARED}

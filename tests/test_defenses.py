@@ -49,11 +49,11 @@ def test_neural_cleanse_does_not_flag_an_honest_model(store):
 def test_neural_cleanse_pruning_stops_when_the_reversed_trigger_dies(store, monkeypatch):
     """The pruning mitigation stops on its trigger criterion, before the accuracy limit.
 
-    Measured on this digits BadNets model (seed 0, 126 clean samples, the search's generator
-    seeded 0; label 0 flagged at index 4.6): the reversed trigger still sends 23% of the other
-    labels' clean inputs to label 0 when the default 5-point accuracy limit stops pruning, and
-    falls to 4% only after 17 channels and about 25 points of clean-split accuracy. So the
-    trigger criterion is shown under a 35-point limit, a test setting, not a default.
+    On this digits BadNets model (seed 0, 126 clean samples, the search's generator seeded 0)
+    the reversed trigger still works on many of the other labels' clean inputs when the default
+    5-point accuracy limit stops pruning, and falls below the stop only after about 25 points of
+    clean-split accuracy. So the trigger criterion is shown under a 35-point limit, a test
+    setting, not a default.
     """
     prepared = prepare("badnets", "neural_cleanse", clean_budget=0.1)
     splits = player_splits(load_dataset("digits"), 0.1)

@@ -51,8 +51,7 @@ def test_headline_pruning_aware_survives_pruning_but_not_fine_pruning(store, hea
     # At the paper's 4% threshold plain BadNets survives pruning on digits as well (its backdoor
     # shares the channels clean inputs use), so the default cannot tell the attack from its
     # baseline. A 30-point accuracy limit can, on this seed: pruning reaches the BadNets backdoor
-    # (ASR 1.00 -> 0.35) and the pruning-aware one, trained into the channels the defender keeps,
-    # stays whole (1.00). On seeds 1 and 2 BadNets outlives even that prune (measured while
+    # and the pruning-aware one, trained into the channels the defender keeps, stays whole. On seeds 1 and 2 BadNets outlives even that prune (measured while
     # writing this test), so the contrast is this seed's, not a property of every digits model.
     assert pruned("pruning_aware") > 0.9 and pruned("badnets") > 0.9
     assert pruned("pruning_aware", max_accuracy_drop=0.3) > 0.9

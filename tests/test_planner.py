@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from arena.protocol import DefenseOutcome
 from arena.registry import DEFENDERS
 from arena.results import ResultsStore
 from arena.strategy import Defender
 from arena.suite import parse_suite
-from arena.tournament import AttackJob, DefenseJob, SerialExecutor, Status, plan, run_tournament
+from arena.tournament import SerialExecutor, Status, plan, run_tournament
 
 TINY = {"name": "tiny", "dataset": "digits", "epochs": 1, "seeds": [0, 1], "attackers": ["none", "badnets"], "defenders": ["none", {"name": "fine_tuning", "params": {"steps": 5}}]}
 
@@ -56,11 +54,3 @@ def test_a_serial_tournament_writes_every_match_and_isolates_a_failing_defense(t
     assert "broken on purpose" in frame.loc[("badnets", "raises_on_purpose"), "error"]
     again = run_tournament(suite, results, executor=SerialExecutor(str(tmp_path / "home")))
     assert again.skipped == 2 and again.ok == 0 and again.failed == 2  # failures are retried, successes kept
-
-
-def test_jobs_are_typed():
-    suite = parse_suite(TINY, "tiny")
-    attack = plan(suite, set()).attacks[0]
-    assert AttackJob(attack).attack == attack
-    with pytest.raises(TypeError):
-        DefenseJob(suite.matches()[0])  # a defense job needs both attack records

@@ -49,9 +49,8 @@ def test_the_plugin_passes_the_contract_and_plays_a_match(installed, arena_home)
 
     result = play(bits="2")
     assert result["defender"] == {"name": "arena_squeeze/squeeze_inputs", "version": "1", "params": {"bits": 2, "window": 3}}
-    # Squeezing removes the checkerboard patch before the model sees it: measured on this 5-epoch
-    # digits model, ASR 0.99 -> 0.03, at a clean-accuracy cost (0.84 -> 0.71, the 3x3 median also
-    # blurs the 8x8 digits).
+    # Squeezing removes the checkerboard patch before the model sees it, at a clean-accuracy cost
+    # (the 3x3 median also blurs the 8x8 digits).
     attacked, defended = result["attacked"], result["defended"]
     assert attacked["asr"] > 0.9 and defended["asr"] < 0.1
     assert defended["ca"] > attacked["ca"] - 0.2

@@ -50,8 +50,7 @@ def test_pruning_removes_the_least_active_channels_first_and_stops_at_the_thresh
 def test_pruning_lowers_a_badnets_backdoor_only_at_a_large_accuracy_cost():
     """On 8x8 digits the BadNets backdoor shares the channels that clean inputs use: at the
     Fine-Pruning paper's 4% threshold it survives whole, and pruning cuts it only once the
-    defender accepts a 30-point drop of clean-split accuracy (measured on this seed-0 model:
-    ASR 1.00 -> 0.34, test CA 0.98 -> 0.75)."""
+    defender accepts a 30-point drop of clean-split accuracy (on this seed-0 model)."""
     out = _attack("badnets")
     assert _asr(out) > 0.95
     at_paper = _attack("badnets").model

@@ -80,13 +80,18 @@ def test_other_numerics_are_named_and_judged_within_the_tolerance(published, tmp
         (["{empty}"], "has no published results"),
         (["{published}", "--cells", "2"], "more than the 1 published cells"),
         (["{published}", "--cells", "0"], "at least 1"),
+        (["{columnless}"], "lacks the columns"),
     ],
 )
 def test_bad_verify_input_is_one_clear_error_with_exit_code_2(published, tmp_path, capsys, argv, message):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "suite.yaml").write_text((published / "suite.yaml").read_text())
-    argv = [a.format(empty=empty / "suite.yaml", published=published / "suite.yaml") for a in argv]
+    columnless = tmp_path / "columnless"
+    columnless.mkdir()
+    (columnless / "suite.yaml").write_text((published / "suite.yaml").read_text())
+    pd.read_csv(published / "results.csv").drop(columns=["attacker_params"]).to_csv(columnless / "results.csv", index=False)
+    argv = [a.format(empty=empty / "suite.yaml", published=published / "suite.yaml", columnless=columnless / "suite.yaml") for a in argv]
     assert main(["leaderboard", "verify", *argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
