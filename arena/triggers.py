@@ -112,6 +112,12 @@ def square_footprint(input_shape: tuple[int, int, int], size: int, margin: int, 
     return square.mask(input_shape)
 
 
+def blend(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """The masked-trigger formula x' = (1 − mask)·x + mask·pattern (mask (H, W), pattern (C, H, W)):
+    the Trojaning attack's and blended triggers, and every reverse-engineered trigger."""
+    return (1 - mask) * x + mask * pattern
+
+
 class MaskedTrigger(Trigger):
     """x' = (1 − mask)·x + mask·pattern, with an arbitrary mask in [0, 1] and pattern.
 
@@ -135,8 +141,7 @@ class MaskedTrigger(Trigger):
             raise ParamError(f"trigger pattern of shape {tuple(self.pattern.shape)} does not match images of shape {tuple(input_shape)}.")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.mask_values.to(x.dtype)
-        return (1 - m) * x + m * self.pattern.to(x.dtype)
+        return blend(x, self.mask_values.to(x.dtype), self.pattern.to(x.dtype))
 
     def mask(self, input_shape: tuple[int, int, int]) -> torch.Tensor:
         return self.mask_values.clone()
