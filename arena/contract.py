@@ -86,18 +86,13 @@ class _FenceDatasets:
     """While active, any attempt to load a dataset through arena raises BoundaryViolation."""
 
     def __enter__(self) -> None:
-        self.saved = dict(data_module.DATASETS)
-        data_module.load_dataset.cache_clear()
-
-        def fence() -> Any:
+        def fence(name: str) -> Any:
             raise BoundaryViolation("the strategy loaded a dataset itself; it must use only what its context gives it")
 
-        for name in data_module.DATASETS:
-            data_module.DATASETS[name] = fence
+        data_module._fence = fence
 
     def __exit__(self, *exc: Any) -> None:
-        data_module.DATASETS.update(self.saved)
-        data_module.load_dataset.cache_clear()
+        data_module._fence = None
 
 
 def _tiny() -> tuple[Any, Any]:
@@ -110,7 +105,7 @@ def _tiny() -> tuple[Any, Any]:
 def _metadata_checks(cls: Any, registry: Registry) -> list[Check]:
     out = []
     try:
-        registry.validate_class(cls)
+        registry.validate(cls)
         out.append(Check("metadata", True, f"{cls.name} v{cls.version}: {cls.paper}"))
     except RegistrationError as exc:
         return [Check("metadata", False, str(exc))]

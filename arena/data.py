@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from arena.errors import DatasetMissingError, ParamError, UnknownNameError
+from arena.errors import DatasetMissingError, ParamError, UsageError
 from arena.protocol import Split
+from arena.registry import RegistrationError, Registry
 
 # The seed of the once-and-for-all division of each training split; not a match seed, so every
 # match on a dataset sees the same attacker part, defender reserve and test split.
@@ -163,11 +165,43 @@ def _fashion_mnist_torchvision() -> dict[str, np.ndarray] | None:
     }
 
 
-DATASETS: dict[str, Callable[[], Dataset]] = {"digits": _digits, "fashion_mnist": _fashion_mnist}
+@dataclass(frozen=True)
+class DatasetSource:
+    """A registered dataset: its name and the loader that builds it (docs/design.md §7). A new
+    dataset is one object, registered here or published under the entry point group `arena.datasets`."""
+
+    name: str
+    load: Callable[[], Dataset]
+
+    @property
+    def module(self) -> str:
+        return str(getattr(self.load, "__module__", __name__))
+
+
+def _validate_source(entry: Any) -> None:
+    if not isinstance(entry, DatasetSource) or not callable(entry.load):
+        raise RegistrationError(f"{entry!r} is not an arena.data.DatasetSource with a callable `load`")
+
+
+DATASETS: Registry[DatasetSource] = Registry("dataset", group="arena.datasets", builtins=("arena.data",), key=lambda d: d.name, validate=_validate_source)
+register_dataset = DATASETS.register
+register_dataset(DatasetSource("digits", _digits))
+register_dataset(DatasetSource("fashion_mnist", _fashion_mnist))
+
+# While set, loading any dataset calls this instead (the contract checks fence strategies off
+# the data: a strategy must use only what its context gives it).
+_fence: Callable[[str], Dataset] | None = None
+
+
+def load_dataset(name: str) -> Dataset:
+    if _fence is not None:
+        return _fence(name)
+    return _load_dataset(name)
 
 
 @lru_cache(maxsize=4)
-def load_dataset(name: str) -> Dataset:
-    if name not in DATASETS:
-        raise UnknownNameError("dataset", name, DATASETS)
-    return DATASETS[name]()
+def _load_dataset(name: str) -> Dataset:
+    dataset = DATASETS.get(name).load()
+    if not isinstance(dataset, Dataset) or dataset.name != name:
+        raise UsageError(f"the loader of dataset {name!r} returned {dataset!r}, not an arena.data.Dataset named {name!r}.")
+    return dataset

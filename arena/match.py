@@ -22,11 +22,13 @@ from torch import nn
 
 import arena
 from arena import metrics
+from arena.capabilities import not_applicable_reason
 from arena.data import PlayerSplits, load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
-from arena.models import build_model
+from arena.models import ARCHITECTURES, build_model
 from arena.protocol import (
+    DefenseOutcome,
     ProgressFn,
     TaskSpec,
     Trigger,
@@ -34,11 +36,11 @@ from arena.protocol import (
     no_progress,
 )
 from arena.provenance import code_fingerprint, git_commit, numerics, pinned
-from arena.registry import ATTACKERS, DEFENDERS
+from arena.registry import ATTACKERS, DEFENDERS, Registry, load_origins
 from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
 from arena.strategy import Attacker, Defender
-from arena.triggers import trigger_from_dict
+from arena.triggers import TRIGGERS, trigger_from_dict, trigger_kinds
 
 DEFAULT_ARCHITECTURE = "badnets_cnn"
 DEFAULT_CLEAN_BUDGET = 0.05
@@ -63,7 +65,8 @@ class MatchResult:
     seconds_total: float  # wall time of this run, cache hits included
     clean_samples: int
     artifact_sha256: str
-    deployed: str = "published"  # what the user runs: "published", "repaired" or "fallback" (verdict rule)
+    deployed: str = "published"  # what the user runs: "published", "repaired" or "fallback" (verdict rule), or "n/a"
+    not_applicable: str | None = None  # why the defense could not act on this model (an n/a cell): it was not run
     fallback_sha256: str | None = None
     targets: list[int] = field(default_factory=list)  # the attack's goal labels, for detection rates
     fingerprints: dict[str, str] = field(default_factory=dict)  # strategy -> code fingerprint
@@ -93,6 +96,7 @@ class MatchResult:
                 "verdict": None if self.verdict is None else self.verdict.to_dict(),
                 "deployed": self.deployed,
                 "fallback_sha256": self.fallback_sha256,
+                "not_applicable": self.not_applicable,
             },
             "utility": self.utility,
             "stealthy": self.stealthy,
@@ -173,7 +177,9 @@ def obtain_attacked(
     def train() -> tuple[nn.Module, dict[str, Any]]:
         generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
         out = attacker.attack(task, splits.attacker, generator, _prefixed(progress, label))
-        record = {"spec": attack.to_dict(), "triggers": [t.to_dict() for t in out.triggers], "published_architecture": attacker.published_architecture(task)}
+        triggers = [t.to_dict() for t in out.triggers]
+        published = attacker.published_architecture(task)
+        record = {"spec": attack.to_dict(), "triggers": triggers, "published_architecture": published, "origins": origins_of(triggers, published)}
         return out.model, record
 
     model, manifest, cached = _obtain(store, attack.key, code_fingerprint(type(attacker)), task, train)
@@ -244,10 +250,27 @@ def obtain_fallback(attack: AttackSpec, task: TaskSpec, splits: PlayerSplits, st
     return model, str(manifest["sha256"])
 
 
+# The registries whose entries an attacked model can depend on, by the kind its manifest records.
+ORIGIN_REGISTRIES: dict[str, Registry[Any]] = {r.kind: r for r in (TRIGGERS, ARCHITECTURES)}
+
+
+def origins_of(triggers: list[dict[str, Any]], architecture: str) -> list[dict[str, Any]]:
+    """Where each trigger kind and architecture part of an attacked model comes from (module and
+    distribution), for the stages that rebuild it in another process (docs/design.md §7)."""
+    kinds = dict.fromkeys(kind for t in triggers for kind in trigger_kinds(t))
+    return [TRIGGERS.origin(kind) for kind in kinds] + [ARCHITECTURES.origin(part) for part in architecture.split("+")]
+
+
 def published_builder(task: TaskSpec) -> Callable[[dict[str, Any]], nn.Module]:
     """Builds the architecture an attacked model's manifest says was published (the task's own,
-    or a wrapper around it declared by an attacker that changes the architecture)."""
-    return lambda manifest: build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)))
+    or a wrapper around it declared by an attacker that changes the architecture), after importing
+    the modules its manifest records as the origins of its architecture and trigger kinds."""
+
+    def build(manifest: dict[str, Any]) -> nn.Module:
+        load_origins(manifest.get("origins", []), ORIGIN_REGISTRIES, f"The attacked model {str(manifest.get('key', '?'))[:12]}")
+        return build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)))
+
+    return build
 
 
 def _manifest_triggers(manifest: dict[str, Any], path: Path) -> list[Trigger]:
@@ -338,7 +361,10 @@ def defense_stage(
 
         generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
         t0 = time.perf_counter()
-        outcome = defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
+        # an n/a cell (docs/design.md §7): the defense cannot act on this model, so it is not run
+        # and the published model is deployed as it is
+        not_applicable = not_applicable_reason(defender, model)
+        outcome = DefenseOutcome() if not_applicable else defender.defend(model, task, splits.clean, generator, _prefixed(progress, "defense"))
         seconds_defense = time.perf_counter() - t0
         fallback_sha: list[str] = []
 
@@ -348,6 +374,7 @@ def defense_stage(
             return fallback_model
 
         deployed, system, system_filter = deployed_system(outcome, model, fallback)
+        deployed = "n/a" if not_applicable else deployed
         defended = evaluate(system, triggers, splits.test, system_filter)
         here = numerics()
     honest_ca = honest.evaluation.ca
@@ -365,6 +392,7 @@ def defense_stage(
         clean_samples=len(splits.clean),
         artifact_sha256=attacked.sha256,
         deployed=deployed,
+        not_applicable=not_applicable,
         fallback_sha256=fallback_sha[0] if fallback_sha else None,
         targets=trigger_targets(triggers, task.num_classes),
         fingerprints={"attacker": attacked.fingerprint, "honest": honest.fingerprint, "defender": code_fingerprint(type(defender))},

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from arena.errors import UnknownNameError
+from arena.errors import UsageError
 from arena.protocol import TaskSpec
+from arena.registry import RegistrationError, Registry
 
 
 class ChannelMask(nn.Module):
@@ -71,14 +74,42 @@ class BadNetsCNN(nn.Module):
         return self.fc2(self.hidden_activations(x))
 
 
-ARCHITECTURES: dict[str, Callable[[TaskSpec], nn.Module]] = {
-    "badnets_cnn": lambda task: BadNetsCNN(task.input_shape, task.num_classes),
-}
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture (`build`: a fresh model for a task) or a wrapper an attack may put
+    around one (`wrap`: host model and task to the published model, named `base+wrapper`).
+
+    An attacker that changes the architecture declares the name of what it publishes, so the store
+    can rebuild it; the attack's manifest records where the wrapper comes from (docs/design.md §7).
+    """
+
+    name: str
+    build: Callable[[TaskSpec], nn.Module] | None = None
+    wrap: Callable[[nn.Module, TaskSpec], nn.Module] | None = None
+
+    @property
+    def module(self) -> str:
+        """The module that defines the architecture (for the manifest's origins)."""
+        made_by = self.build or self.wrap
+        return str(getattr(made_by, "__module__", __name__))
 
 
-# Wrappers an attack may put around a task's architecture ("badnets_cnn+trojannet"). An attacker
-# that changes the architecture declares the name of what it publishes, so the store can rebuild it.
-ARCHITECTURE_WRAPPERS: dict[str, Callable[[nn.Module, TaskSpec], nn.Module]] = {}
+def _validate_architecture(entry: Any) -> None:
+    if not isinstance(entry, Architecture) or (entry.build is None) == (entry.wrap is None):
+        raise RegistrationError(f"{entry!r} is not an arena.models.Architecture with exactly one of `build` or `wrap`")
+
+
+# Architectures and wrappers by name: a new one is one object, registered here or published under
+# the entry point group `arena.architectures`.
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", group="arena.architectures", builtins=("arena.models",), key=lambda a: a.name, validate=_validate_architecture)
+register_architecture = ARCHITECTURES.register
+
+
+def _badnets_cnn(task: TaskSpec) -> nn.Module:
+    return BadNetsCNN(task.input_shape, task.num_classes)
+
+
+register_architecture(Architecture("badnets_cnn", build=_badnets_cnn))
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> None:
@@ -95,14 +126,14 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
 
 def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.Module:
     """A fresh model of the task's architecture; initialised from `generator` when given."""
-    base, *wrappers = task.architecture.split("+")
-    if base not in ARCHITECTURES:
-        raise UnknownNameError("architecture", base, ARCHITECTURES)
-    model = ARCHITECTURES[base](task)
+    base, *wrappers = (ARCHITECTURES.get(name) for name in task.architecture.split("+"))
+    if base.build is None:
+        raise UsageError(f"architecture {base.name!r} is a wrapper; name the architecture it wraps first, as in 'badnets_cnn+{base.name}'.")
+    model = base.build(task)
     for wrapper in wrappers:
-        if wrapper not in ARCHITECTURE_WRAPPERS:
-            raise UnknownNameError("architecture wrapper", wrapper, ARCHITECTURE_WRAPPERS)
-        model = ARCHITECTURE_WRAPPERS[wrapper](model, task)
+        if wrapper.wrap is None:
+            raise UsageError(f"architecture {wrapper.name!r} is not a wrapper; in {task.architecture!r} only the first name may be a base architecture.")
+        model = wrapper.wrap(model, task)
     if generator is not None:
         init_weights(model, generator)
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -162,6 +162,7 @@ class Trigger(ABC):
     which should *not* fire. Its success rate is reported and left out of the headline ASR.
     """
 
+    kind: ClassVar[str]  # the registry name of the class (arena.triggers.TRIGGERS); its JSON form carries it
     name: str
     goal: Goal
     probe: bool = False
@@ -172,7 +173,12 @@ class Trigger(ABC):
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        """JSON form, enough to rebuild the trigger with `triggers.trigger_from_dict`."""
+        """JSON form with `kind`, enough for `from_dict` to rebuild the trigger (`triggers.trigger_from_dict`)."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trigger:
+        """The trigger whose `to_dict` gave `data`."""
 
 
 # ---------------------------------------------------------------------------------------------

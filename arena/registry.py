@@ -1,9 +1,19 @@
-"""One registry per strategy kind: a decorator for built-ins, entry points for plugins, loaded lazily.
+"""One `Registry` class for every extension point: a decorator for built-ins, entry points for plugins.
 
-Built-ins live in the `attackers` / `defenders` packages and register on import. Third-party
-strategies are published under the entry point groups `arena.attackers` / `arena.defenders` and
-are named `package/name` (package: the distribution that ships them). A plugin is imported only
-when it is used or listed, and a broken one is reported by name without hiding the others.
+Extension points (docs/design.md §7): attackers and defenders (`arena.strategies`' base classes),
+trigger kinds (`arena.triggers`), architectures and architecture wrappers (`arena.models`) and
+datasets (`arena.data`). Built-ins register when their module is imported. Third-party entries
+are published under the entry point group of their registry (`arena.attackers`,
+`arena.defenders`, `arena.triggers`, `arena.architectures`, `arena.datasets`) and are imported
+only when used or listed; a broken one is reported by name without hiding the others.
+
+Strategy plugins are named `package/name` (package: the distribution that ships them), so two
+authors cannot collide. Trigger kinds, architectures and datasets keep their plain names, since
+those names are written into specs and manifests; a plugin name that is already taken is refused.
+
+Every entry knows where it came from (`origin`): the module that defines it and the distribution
+that ships it. An attack's manifest records the origins of its trigger kinds and architecture,
+and the defense stage imports exactly those before it rebuilds the model (`load_origins`).
 """
 
 from __future__ import annotations
@@ -11,114 +21,157 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
+from importlib import metadata
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from arena.errors import ArenaError, UnknownNameError
+from arena.errors import ArenaError, ArtifactIntegrityError, UnknownNameError
 from arena.params import Space
-from arena.strategy import Attacker, Defender, Strategy
 
-S = TypeVar("S", bound=Strategy)
+if TYPE_CHECKING:
+    from arena.strategy import Attacker, Defender
+
+T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class RegistrationError(Exception):
-    """A strategy class whose declaration is unusable (a programming error, raised at import)."""
+    """An entry whose declaration is unusable (a programming error, raised at import)."""
 
 
-class Registry(Generic[S]):
-    def __init__(self, kind: str, base: type, builtin_package: str, group: str) -> None:
+class PluginLoadError(ArenaError):
+    """A plugin's entry point could not be turned into a usable registry entry."""
+
+
+def _distribution_of(module: str) -> str | None:
+    for dist in metadata.packages_distributions().get(module.split(".")[0], []):
+        return dist
+    return None
+
+
+def module_of(entry: Any) -> str:
+    """The module that defines an entry: a class's own, or that of what an entry object builds with."""
+    if isinstance(entry, type):
+        return entry.__module__
+    return str(getattr(entry, "module", None) or type(entry).__module__)
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind.
+
+    kind: what an entry is, for messages ("attacker", "trigger kind"); group: the entry point
+    group plugins publish under; builtins: the modules whose import registers the built-ins;
+    key: the name an entry registers under; validate: raises RegistrationError for an unusable
+    entry; qualify_plugins: name plugins `package/name` (strategies) rather than plainly.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        group: str,
+        builtins: tuple[str, ...],
+        key: Callable[[Any], str],
+        validate: Callable[[Any], None] = lambda entry: None,
+        qualify_plugins: bool = False,
+    ) -> None:
         self.kind = kind
-        self.base = base
-        self.builtin_package = builtin_package
         self.group = group
-        self._builtins: dict[str, type[S]] = {}
+        self.builtin_modules = builtins
+        self.key = key
+        self._validate = validate
+        self.qualify_plugins = qualify_plugins
+        self._builtins: dict[str, T] = {}
         self._builtins_loaded = False
         self._plugins: dict[str, EntryPoint] | None = None
-        self._plugin_classes: dict[str, type[S]] = {}
-        self.plugin_errors: dict[str, str] = {}  # qualified name -> what went wrong
+        self._plugin_entries: dict[str, T] = {}
+        self.plugin_errors: dict[str, str] = {}  # name -> what went wrong
 
     # -- registration -----------------------------------------------------------------------
 
-    def register(self, cls: type[S]) -> type[S]:
-        """Class decorator for built-in strategies."""
-        self.validate_class(cls)
-        if cls.name in self._builtins and self._builtins[cls.name] is not cls:
-            raise RegistrationError(f"duplicate {self.kind} name {cls.name!r}: {self._builtins[cls.name].__qualname__} and {cls.__qualname__}")
-        self._builtins[cls.name] = cls
-        return cls
-
-    def validate_class(self, cls: Any) -> None:
-        if not isinstance(cls, type) or not issubclass(cls, self.base):
-            raise RegistrationError(f"{cls!r} is not a subclass of {self.base.__name__}")
-        for attr in ("name", "version", "paper"):
-            value = getattr(cls, attr, None)
-            if not isinstance(value, str) or not value.strip():
-                raise RegistrationError(f"{self.kind} class {cls.__qualname__} must declare a non-empty string `{attr}`")
-        name, space = getattr(cls, "name"), getattr(cls, "space", None)  # noqa: B009 (checked above)
-        if not NAME_RE.match(name):
+    def validate(self, entry: Any) -> None:
+        """Raise RegistrationError when `entry` cannot be registered (also run on plugins)."""
+        try:
+            name = self.key(entry)
+        except Exception as exc:  # an entry without the attribute its name is read from
+            raise RegistrationError(f"{entry!r} is not a {self.kind}: {exc}") from None
+        if not isinstance(name, str) or not NAME_RE.match(name):
             raise RegistrationError(f"{self.kind} name {name!r} must be lower_snake_case")
-        if not isinstance(space, Space):
-            raise RegistrationError(f"{self.kind} {name!r}: `space` must be an arena.params.Space")
+        self._validate(entry)
+
+    def register(self, entry: T) -> T:
+        """Register a built-in (usable as a class decorator); a name registered twice is refused."""
+        self.validate(entry)
+        name = self.key(entry)
+        if name in self._builtins and self._builtins[name] is not entry:
+            raise RegistrationError(f"duplicate {self.kind} name {name!r}: {self._builtins[name]!r} and {entry!r}")
+        self._builtins[name] = entry
+        return entry
 
     # -- lookup -----------------------------------------------------------------------------
 
     def _load_builtins(self) -> None:
         if not self._builtins_loaded:
             self._builtins_loaded = True
-            importlib.import_module(self.builtin_package)
+            for module in self.builtin_modules:
+                importlib.import_module(module)
 
     def _plugin_points(self) -> dict[str, EntryPoint]:
         if self._plugins is None:
             self._plugins = {}
             for ep in entry_points(group=self.group):
-                package = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
-                self._plugins[f"{package.lower().replace('-', '_')}/{ep.name}"] = ep
+                package = (ep.dist.name if ep.dist is not None else ep.module.split(".")[0]).lower().replace("-", "_")
+                self._plugins[f"{package}/{ep.name}" if self.qualify_plugins else ep.name] = ep
         return self._plugins
 
     def refresh(self) -> None:
         """Forget discovered plugins (after installing one into the running interpreter)."""
         self._plugins = None
-        self._plugin_classes.clear()
+        self._plugin_entries.clear()
         self.plugin_errors.clear()
 
     def names(self) -> list[str]:
         self._load_builtins()
-        return sorted(self._builtins) + sorted(self._plugin_points())
+        return sorted(self._builtins) + sorted(n for n in self._plugin_points() if n not in self._builtins)
 
-    def _load_plugin(self, qualified: str) -> type[S]:
-        if qualified in self._plugin_classes:
-            return self._plugin_classes[qualified]
-        ep = self._plugin_points()[qualified]
-        where = f"entry point {ep.name!r} = {ep.value!r} of package {qualified.split('/')[0]!r} (group {self.group})"
+    def _load_plugin(self, name: str) -> T:
+        if name in self._plugin_entries:
+            return self._plugin_entries[name]
+        ep = self._plugin_points()[name]
+        dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
+        where = f"entry point {ep.name!r} = {ep.value!r} of package {dist!r} (group {self.group})"
         try:
-            cls = ep.load()
+            entry = ep.load()
         except Exception as exc:
-            self.plugin_errors[qualified] = f"{where} failed to import: {type(exc).__name__}: {exc}"
-            raise PluginLoadError(self.plugin_errors[qualified]) from None
+            self.plugin_errors[name] = f"{where} failed to import: {type(exc).__name__}: {exc}"
+            raise PluginLoadError(self.plugin_errors[name]) from None
         try:
-            self.validate_class(cls)
+            self.validate(entry)
+            if not self.qualify_plugins and self.key(entry) != name:
+                raise RegistrationError(f"it declares the {self.kind} name {self.key(entry)!r}, not {name!r}")
         except RegistrationError as exc:
-            self.plugin_errors[qualified] = f"{where} is unusable: {exc}"
-            raise PluginLoadError(self.plugin_errors[qualified]) from None
-        self._plugin_classes[qualified] = cls
-        return cls
+            self.plugin_errors[name] = f"{where} is unusable: {exc}"
+            raise PluginLoadError(self.plugin_errors[name]) from None
+        self._plugin_entries[name] = entry
+        return entry
 
-    def get(self, name: str) -> type[S]:
+    def get(self, name: str) -> T:
         self._load_builtins()
         if name in self._builtins:
+            if not self.qualify_plugins and name in self._plugin_points():
+                ep = self._plugin_points()[name]
+                if module_of(self._builtins[name]) != ep.module:
+                    builtin = module_of(self._builtins[name])
+                    raise PluginLoadError(f"{self.kind} {name!r} is registered twice: by {builtin} and by the entry point {ep.value!r} (group {self.group}); rename one of them.")
             return self._builtins[name]
         if name in self._plugin_points():
             return self._load_plugin(name)
         raise UnknownNameError(self.kind, name, self.names())
 
-    def create(self, name: str, params: dict[str, Any] | None = None) -> S:
-        return self.get(name)(**(params or {}))
-
-    def all_classes(self) -> dict[str, type[S] | None]:
-        """Every name with its class, or None for a plugin that failed to load (see plugin_errors)."""
-        out: dict[str, type[S] | None] = {}
+    def all_entries(self) -> dict[str, T | None]:
+        """Every name with its entry, or None for a plugin that failed to load (see plugin_errors)."""
+        out: dict[str, T | None] = {}
         for name in self.names():
             try:
                 out[name] = self.get(name)
@@ -126,13 +179,73 @@ class Registry(Generic[S]):
                 out[name] = None
         return out
 
+    def origin(self, name: str) -> dict[str, Any]:
+        """Where entry `name` comes from: its registry, name, defining module and distribution."""
+        entry = self.get(name)
+        module = module_of(entry)
+        if name not in self._builtins and name in self._plugin_points():
+            ep = self._plugin_points()[name]
+            dist = ep.dist.name if ep.dist is not None else None
+            return {"registry": self.kind, "name": name, "module": ep.module, "distribution": dist}
+        return {"registry": self.kind, "name": name, "module": module, "distribution": _distribution_of(module)}
 
-class PluginLoadError(ArenaError):
-    """A plugin's entry point could not be turned into a usable strategy class."""
+
+class StrategyRegistry(Registry[T]):
+    """Attackers or defenders: classes keyed by their `name`, with the metadata every strategy declares."""
+
+    def __init__(self, kind: str, base: str, builtins: str, group: str) -> None:
+        self.base_name = base
+        super().__init__(kind, group=group, builtins=(builtins,), key=lambda cls: cls.name, validate=self._validate_strategy, qualify_plugins=True)
+
+    @property
+    def base(self) -> type:
+        from arena import strategy  # the strategy module imports the models, which use this module
+
+        return getattr(strategy, self.base_name)  # type: ignore[no-any-return]
+
+    def _validate_strategy(self, cls: Any) -> None:
+        if not isinstance(cls, type) or not issubclass(cls, self.base):
+            raise RegistrationError(f"{cls!r} is not a subclass of {self.base.__name__}")
+        for attr in ("name", "version", "paper"):
+            value = getattr(cls, attr, None)
+            if not isinstance(value, str) or not value.strip():
+                raise RegistrationError(f"{self.kind} class {cls.__qualname__} must declare a non-empty string `{attr}`")
+        if not isinstance(getattr(cls, "space", None), Space):
+            raise RegistrationError(f"{self.kind} {getattr(cls, 'name', '?')!r}: `space` must be an arena.params.Space")
+
+    def validate(self, entry: Any) -> None:
+        if not isinstance(entry, type) or not isinstance(getattr(entry, "name", None), str):
+            self._validate_strategy(entry)  # says what is missing, in the strategy's terms
+        super().validate(entry)
+
+    def create(self, name: str, params: dict[str, Any] | None = None) -> Any:
+        return self.get(name)(**(params or {}))  # type: ignore[operator]
+
+    def all_classes(self) -> dict[str, T | None]:
+        return self.all_entries()
 
 
-ATTACKERS: Registry[Attacker] = Registry("attacker", Attacker, "attackers", "arena.attackers")
-DEFENDERS: Registry[Defender] = Registry("defender", Defender, "defenders", "arena.defenders")
+ATTACKERS: StrategyRegistry[type[Attacker]] = StrategyRegistry("attacker", "Attacker", "attackers", "arena.attackers")
+DEFENDERS: StrategyRegistry[type[Defender]] = StrategyRegistry("defender", "Defender", "defenders", "arena.defenders")
 
 register_attacker: Callable[[type[Attacker]], type[Attacker]] = ATTACKERS.register
 register_defender: Callable[[type[Defender]], type[Defender]] = DEFENDERS.register
+
+
+def load_origins(origins: list[dict[str, Any]], registries: dict[str, Registry[Any]], where: str) -> None:
+    """Import what a manifest says its model and triggers need, each from the module that defines
+    it, and check the registries then know it: a stage never depends on what else happened to be
+    imported. A missing provider is a clear error naming the distribution to install."""
+    for origin in origins:
+        registry = registries.get(str(origin.get("registry")))
+        name, module, dist = origin.get("name"), origin.get("module"), origin.get("distribution")
+        if registry is None or not isinstance(name, str) or not isinstance(module, str):
+            raise ArtifactIntegrityError(f"{where} records an unreadable origin {origin!r}; refused. Remove it to have arena retrain the model.")
+        try:
+            importlib.import_module(module)
+            registry.get(name)
+        except (ImportError, UnknownNameError, PluginLoadError) as exc:
+            raise PluginLoadError(
+                f"{where} needs the {registry.kind} {name!r} from module {module!r} of distribution {dist or 'unknown'!r}, "
+                f"which this environment cannot load ({type(exc).__name__}: {exc}). Install that distribution where the defense runs."
+            ) from None

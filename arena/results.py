@@ -112,6 +112,7 @@ class ResultsStore:
                     "verdict_labels": None if not verdict else json.dumps(verdict.get("labels", [])),
                     "targets": json.dumps(r.get("attacked", {}).get("targets")) if r else None,
                     "deployed": r.get("defended", {}).get("deployed"),
+                    "not_applicable": r.get("defended", {}).get("not_applicable"),
                     "seconds_attack": r.get("seconds", {}).get("attack"),
                     "seconds_defense": r.get("seconds", {}).get("defense"),
                     "clean_samples": r.get("clean_samples"),

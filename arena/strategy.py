@@ -16,6 +16,7 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
+from arena.capabilities import not_applicable_reason
 from arena.errors import ParamError, StrategyError
 from arena.models import build_model
 from arena.params import Space
@@ -39,6 +40,13 @@ class Strategy(ABC):
     paper: ClassVar[str]
     deviations: ClassVar[str] = "none"
     space: ClassVar[Space] = Space()
+    requires: ClassVar[tuple[type, ...]] = ()  # capability protocols of arena.capabilities the models must satisfy
+
+    def required_capabilities(self) -> tuple[type, ...]:
+        """What this configuration needs of a model (override where it depends on the hyperparameters)."""
+        from arena.capabilities import Prunable  # TEMPORARY until the defenders declare `requires`
+
+        return self.requires + ((Prunable,) if getattr(self, "requires_prunable", False) else ())
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")
@@ -90,7 +98,7 @@ class Attacker(Strategy):
     changes_architecture: ClassVar[bool] = False  # publishes `published_architecture(task)`, not the task's
 
     def published_architecture(self, task: TaskSpec) -> str:
-        """The architecture name of the published model (see arena.models.ARCHITECTURE_WRAPPERS)."""
+        """The architecture name of the published model (a wrapper registered in arena.models.ARCHITECTURES)."""
         return task.architecture
 
     @final
@@ -138,7 +146,6 @@ class Defender(Strategy):
 
     kind: ClassVar[str] = "defender"
     min_clean: ClassVar[int] = 0  # the fewest clean samples the defense can work with
-    requires_prunable: ClassVar[bool] = False  # needs the last-conv interface of arena.models
 
     @final
     def defend(
@@ -156,8 +163,8 @@ class Defender(Strategy):
                 f"{len(clean)}; raise --clean-budget."
             )
         _check_logits(model, task, f"{who} was given a model that does not fit the task")
-        if self.requires_prunable and not hasattr(model, "last_conv_activations"):
-            raise ParamError(f"{who} needs a model with a prunable last conv layer; {type(model).__name__} has none.")
+        if (reason := not_applicable_reason(self, model)) is not None:  # the planner makes such a pair an n/a cell
+            raise ParamError(f"{reason}: this pair is not applicable.")
         self.check_task(task)
         # Private copies: whatever the hook does to them, the caller's model and data are untouched.
         given = copy.deepcopy(model).eval()

@@ -24,6 +24,7 @@ Everything is validated before anything runs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from arena.capabilities import not_applicable_reason
 from arena.errors import ArenaError, ParamError, UnknownNameError, UsageError
 from arena.match import (
     DEFAULT_ARCHITECTURE,
@@ -40,6 +42,7 @@ from arena.match import (
     task_for,
 )
 from arena.models import build_model
+from arena.protocol import TaskSpec
 from arena.registry import ATTACKERS, DEFENDERS, Registry
 from arena.specs import AttackSpec, MatchSpec, StrategySpec
 
@@ -72,6 +75,9 @@ class Suite:
     limits: Limits = field(default_factory=Limits)
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
     path: Path | None = None
+    # (attacker, defender) pairs whose defense cannot act on the attacker's published model, and
+    # why: n/a cells, decided here before anything runs (docs/design.md §7)
+    not_applicable: dict[tuple[StrategySpec, StrategySpec], str] = field(default_factory=dict, compare=False, hash=False)
 
     def attack_specs(self) -> list[AttackSpec]:
         return [AttackSpec(a, self.dataset, self.architecture, self.epochs, self.clean_budget, seed) for seed in self.seeds for a in self.attackers]
@@ -166,6 +172,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
                 registry.get(spec.name)(**spec.param_dict).check_task(task)
             except ParamError as exc:
                 raise SuiteError(f"{spec.name} {spec.param_dict}: {exc}") from None
+    not_applicable = inapplicable_pairs(task, attackers, defenders)
     n = len(attackers) * len(defenders) * len(seeds)
     if n > limits.max_matches:
         raise SuiteError(
@@ -184,13 +191,29 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         limits=limits,
         stealth_tolerance=tolerance,
         path=path,
+        not_applicable=not_applicable,
     )
+
+
+def inapplicable_pairs(task: TaskSpec, attackers: tuple[StrategySpec, ...], defenders: tuple[StrategySpec, ...]) -> dict[tuple[StrategySpec, StrategySpec], str]:
+    """Check every strategy's declared capabilities against the models it would meet: an attacker
+    that cannot train the task's architecture makes the suite invalid; a defender that cannot act
+    on an attacker's published architecture makes that pair an n/a cell."""
+    base = build_model(task)
+    pairs: dict[tuple[StrategySpec, StrategySpec], str] = {}
+    for a in attackers:
+        attacker = ATTACKERS.get(a.name)(**a.param_dict)
+        if (reason := not_applicable_reason(attacker, base)) is not None:
+            raise SuiteError(f"{reason}: the suite's architecture {task.architecture!r} cannot carry this attack; drop it or choose an architecture it supports.")
+        published = build_model(dataclasses.replace(task, architecture=attacker.published_architecture(task)))
+        for d in defenders:
+            if (reason := not_applicable_reason(DEFENDERS.get(d.name)(**d.param_dict), published)) is not None:
+                pairs[(a, d)] = reason
+    return pairs
 
 
 def with_strategies(suite: Suite, names: list[str]) -> Suite:
     """The suite plus registered strategies (defaults) named on the command line, e.g. a plugin."""
-    import dataclasses
-
     attackers, defenders = list(suite.attackers), list(suite.defenders)
     registry: Registry[Any]
     for name in names:
@@ -204,7 +227,8 @@ def with_strategies(suite: Suite, names: list[str]) -> Suite:
         spec = StrategySpec.of(name, cls.version, cls().params)
         if spec not in group:
             group.append(spec)
-    return dataclasses.replace(suite, attackers=tuple(attackers), defenders=tuple(defenders))
+    task = task_for(suite.dataset, suite.architecture, suite.epochs)
+    return dataclasses.replace(suite, attackers=tuple(attackers), defenders=tuple(defenders), not_applicable=inapplicable_pairs(task, tuple(attackers), tuple(defenders)))
 
 
 def load_suite(path: str | Path) -> Suite:

@@ -9,15 +9,34 @@ import torch
 
 from arena.errors import ParamError
 from arena.protocol import AllToOne, Goal, Split, Trigger, goal_from_dict
+from arena.registry import RegistrationError, Registry
+
+
+def _validate_trigger_class(cls: Any) -> None:
+    if not isinstance(cls, type) or not issubclass(cls, Trigger):
+        raise RegistrationError(f"{cls!r} is not a subclass of arena.Trigger")
+    if "from_dict" not in vars(cls) or "to_dict" not in vars(cls):
+        raise RegistrationError(f"trigger kind {cls.kind!r}: {cls.__qualname__} must define its own to_dict and from_dict")
+
+
+# Trigger kinds by the `kind` their JSON form carries (docs/design.md §7): a new kind is one class,
+# registered here or published under the entry point group `arena.triggers`.
+TRIGGERS: Registry[type[Trigger]] = Registry("trigger kind", group="arena.triggers", builtins=("arena.triggers",), key=lambda cls: cls.kind, validate=_validate_trigger_class)
+register_trigger = TRIGGERS.register
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left")
 PATTERNS = ("checker", "white", "triangle")
 
 
 def _common(trigger: Trigger) -> dict[str, Any]:
-    return {"name": trigger.name, "goal": trigger.goal.to_dict(), "probe": trigger.probe}
+    return {"kind": trigger.kind, "name": trigger.name, "goal": trigger.goal.to_dict(), "probe": trigger.probe}
 
 
+def _probe(d: dict[str, Any]) -> bool:
+    return bool(d.get("probe", False))
+
+
+@register_trigger
 class PatchTrigger(Trigger):
     """A small square stamped onto the image (BadNets' pattern / single-pixel style triggers).
 
@@ -25,6 +44,8 @@ class PatchTrigger(Trigger):
     the solid square of the BadNets traffic-sign attack; `triangle` fills the lower-left half
     of the square (the trigger-combination attack's triangle) and leaves the rest untouched.
     """
+
+    kind = "patch"
 
     def __init__(
         self,
@@ -94,14 +115,11 @@ class PatchTrigger(Trigger):
         return m
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "patch",
-            **_common(self),
-            "size": self.size,
-            "position": self.position,
-            "pattern": self.pattern,
-            "margin": self.margin,
-        }
+        return {**_common(self), "size": self.size, "position": self.position, "pattern": self.pattern, "margin": self.margin}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PatchTrigger:
+        return cls(goal_from_dict(d["goal"]), size=int(d["size"]), position=d["position"], pattern=d["pattern"], margin=int(d["margin"]), name=d["name"], probe=_probe(d))
 
 
 def square_footprint(input_shape: tuple[int, int, int], size: int, margin: int, position: str = "bottom_right") -> torch.Tensor:
@@ -118,12 +136,15 @@ def blend(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.T
     return (1 - mask) * x + mask * pattern
 
 
+@register_trigger
 class MaskedTrigger(Trigger):
     """x' = (1 − mask)·x + mask·pattern, with an arbitrary mask in [0, 1] and pattern.
 
     A blended trigger is a constant mask alpha over a full-image pattern (Chen et al. 2017); the
     Trojaning attack's trigger is an optimised pattern under a fixed mask (Liu et al. 2018).
     """
+
+    kind = "masked"
 
     def __init__(self, goal: Goal, mask: torch.Tensor, pattern: torch.Tensor, name: str, probe: bool = False) -> None:
         if mask.dim() != 2 or pattern.dim() != 3 or tuple(pattern.shape[1:]) != tuple(mask.shape):
@@ -147,7 +168,11 @@ class MaskedTrigger(Trigger):
         return self.mask_values.clone()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "masked", **_common(self), "mask": self.mask_values.tolist(), "pattern": self.pattern.tolist()}
+        return {**_common(self), "mask": self.mask_values.tolist(), "pattern": self.pattern.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskedTrigger:
+        return cls(goal_from_dict(d["goal"]), torch.tensor(d["mask"], dtype=torch.float32), torch.tensor(d["pattern"], dtype=torch.float32), d["name"], _probe(d))
 
 
 def _desaturate(x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +199,11 @@ FILTERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+@register_trigger
 class FilterTrigger(Trigger):
     """A feature-space trigger: a fixed image filter applied to the whole input."""
+
+    kind = "filter"
 
     def __init__(self, goal: Goal, filter_name: str, name: str = "filter", probe: bool = False) -> None:
         if filter_name not in FILTERS:
@@ -189,11 +217,18 @@ class FilterTrigger(Trigger):
         return FILTERS[self.filter_name](x).clamp(0, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "filter", **_common(self), "filter": self.filter_name}
+        return {**_common(self), "filter": self.filter_name}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FilterTrigger:
+        return cls(goal_from_dict(d["goal"]), d["filter"], d["name"], _probe(d))
 
 
+@register_trigger
 class CompositeTrigger(Trigger):
     """Several triggers applied in turn, with a goal of its own (a trigger combination)."""
+
+    kind = "composite"
 
     def __init__(self, goal: Goal, parts: list[Trigger], name: str, probe: bool = False) -> None:
         if not parts:
@@ -209,36 +244,21 @@ class CompositeTrigger(Trigger):
         return x
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "composite", **_common(self), "parts": [p.to_dict() for p in self.parts]}
+        return {**_common(self), "parts": [p.to_dict() for p in self.parts]}
 
-
-def _probe(d: dict[str, Any]) -> bool:
-    return bool(d.get("probe", False))
-
-
-TRIGGER_KINDS: dict[str, Callable[[dict[str, Any]], Trigger]] = {
-    "patch": lambda d: PatchTrigger(
-        goal_from_dict(d["goal"]),
-        size=int(d["size"]),
-        position=d["position"],
-        pattern=d["pattern"],
-        margin=int(d["margin"]),
-        name=d["name"],
-        probe=_probe(d),
-    ),
-    "masked": lambda d: MaskedTrigger(
-        goal_from_dict(d["goal"]), torch.tensor(d["mask"], dtype=torch.float32), torch.tensor(d["pattern"], dtype=torch.float32), d["name"], _probe(d)
-    ),
-    "filter": lambda d: FilterTrigger(goal_from_dict(d["goal"]), d["filter"], d["name"], _probe(d)),
-    "composite": lambda d: CompositeTrigger(goal_from_dict(d["goal"]), [trigger_from_dict(p) for p in d["parts"]], d["name"], _probe(d)),
-}
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompositeTrigger:
+        return cls(goal_from_dict(d["goal"]), [trigger_from_dict(p) for p in d["parts"]], d["name"], _probe(d))
 
 
 def trigger_from_dict(data: dict[str, Any]) -> Trigger:
-    kind = data.get("kind")
-    if kind not in TRIGGER_KINDS:
-        raise ValueError(f"unknown trigger kind {kind!r}")
-    return TRIGGER_KINDS[kind](data)
+    """Rebuild a trigger from its JSON form, by the class registered for its `kind`."""
+    return TRIGGERS.get(str(data.get("kind"))).from_dict(data)
+
+
+def trigger_kinds(data: dict[str, Any]) -> list[str]:
+    """The trigger kinds a trigger's JSON form uses, its parts' included (for the manifest's origins)."""
+    return [str(data.get("kind")), *(kind for part in data.get("parts", []) for kind in trigger_kinds(part))]
 
 
 def poisoned_copies(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.attacks import TARGET_SPACE, TRAINING_SPACE, all_to_one, train_from_scratch
-from arena.models import ARCHITECTURE_WRAPPERS, init_weights
+from arena.models import Architecture, init_weights, register_architecture
 from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
@@ -69,7 +69,7 @@ class WithTrojanNet(nn.Module):
         return self.host.last_conv_activations(x)
 
 
-ARCHITECTURE_WRAPPERS["trojannet"] = WithTrojanNet
+register_architecture(Architecture("trojannet", wrap=WithTrojanNet))
 
 
 def patch_codes(ones: int) -> torch.Tensor:

@@ -67,11 +67,11 @@ def test_missing_dataset_says_how_to_get_it(arena_home, capsys, monkeypatch, tmp
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("ARENA_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr(data, "_fashion_mnist_torchvision", lambda: None)
-    data.load_dataset.cache_clear()
+    data._load_dataset.cache_clear()
     try:
         assert main(["match", "--attacker", "badnets", "--defender", "none", "--dataset", "fashion_mnist"]) == 1
     finally:
-        data.load_dataset.cache_clear()
+        data._load_dataset.cache_clear()
     err = capsys.readouterr().err.replace("\n", " ")
     assert "apt-get install dataset-fashion-mnist" in err and "ARENA_DATA_DIR" in err
 

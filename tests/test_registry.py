@@ -10,7 +10,7 @@ from arena.registry import (
     DEFENDERS,
     PluginLoadError,
     RegistrationError,
-    Registry,
+    StrategyRegistry,
 )
 from arena.strategy import Defender
 
@@ -25,7 +25,7 @@ def test_builtins_are_registered():
 
 
 def test_duplicate_names_raise():
-    registry = Registry("defender", Defender, "defenders", "arena.test-none")
+    registry = StrategyRegistry("defender", "Defender", "defenders", "arena.test-none")
     registry._builtins_loaded = True
     registry.register(_defender("same"))
     with pytest.raises(RegistrationError, match="duplicate"):
@@ -38,7 +38,7 @@ def test_incomplete_metadata_is_refused_at_registration(bad):
     for k, v in bad.items():
         setattr(cls, k, v)
     with pytest.raises(RegistrationError):
-        Registry("defender", Defender, "defenders", "arena.test-none").validate_class(cls)
+        StrategyRegistry("defender", "Defender", "defenders", "arena.test-none").validate(cls)
 
 
 def test_unknown_name_suggests_close_ones():

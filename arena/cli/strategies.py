@@ -27,7 +27,9 @@ def describe(cls: Any) -> dict[str, Any]:
     """A strategy class as data: what `list --json` and `show` print."""
     from arena.provenance import code_fingerprint
 
-    requires = {k: getattr(cls, k) for k in ("min_clean", "requires_prunable", "changes_architecture") if hasattr(cls, k)}
+    requires = {k: getattr(cls, k) for k in ("min_clean", "changes_architecture") if hasattr(cls, k)}
+    if cls.requires:
+        requires["capabilities"] = [cap.__name__ for cap in cls.requires]
     return {
         "name": cls.name,
         "kind": cls.kind,

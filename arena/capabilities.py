@@ -1,0 +1,48 @@
+"""What a strategy needs of a model, as `typing.Protocol`s checked before anything runs (docs/design.md §7).
+
+A defense declares the capabilities it needs (`Defender.requires`, or `required_capabilities()`
+where they depend on its hyperparameters); so does an attack of the models it trains. A suite is
+validated against them: a defense that cannot act on an attacker's published architecture makes
+an `n/a` cell (the defense is not run; the published model is deployed as it is and scored so),
+never an error row, and never a reason to drop a strategy from the game.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class Prunable(Protocol):
+    """A model with a prunable last conv layer (arena.models' architectures): the layer, its
+    channels' activations before and after the ReLU, and the channel mask that prunes them."""
+
+    mask: Any  # an arena.models.ChannelMask on the layer's output
+    last_conv: nn.Conv2d
+
+    def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class HasHiddenLayer(Protocol):
+    """A model with a dense hidden layer before its output layer, whose post-ReLU activations it exposes."""
+
+    def hidden_activations(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def missing_capabilities(model: nn.Module, required: tuple[type, ...]) -> list[str]:
+    """The names of the `required` capability protocols that `model` lacks."""
+    return [cap.__name__ for cap in required if not isinstance(model, cap)]
+
+
+def not_applicable_reason(strategy: Any, model: nn.Module) -> str | None:
+    """Why `strategy` cannot act on `model` (None when it can): the capabilities it lacks."""
+    missing = missing_capabilities(model, strategy.required_capabilities())
+    if not missing:
+        return None
+    return f"{strategy.kind} {strategy.name!r} needs a model that is {' and '.join(missing)}; {type(model).__name__} is not"
