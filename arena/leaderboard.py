@@ -62,6 +62,7 @@ class Board:
     detection: dict[str, dict[str, float]] = field(default_factory=dict)  # defender label -> rates
     numerics: dict[str, int] = field(default_factory=dict)  # numerics label -> rows computed under it
     stale: dict[str, str] = field(default_factory=dict)  # "attacker vs defender, seed s" -> why
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)  # (defender, attacker) -> why the defense cannot act there
 
     @property
     def matrix(self) -> np.ndarray:
@@ -108,6 +109,9 @@ def build_board(frame: pd.DataFrame, suite: str, include_nonstealthy: bool = Fal
     attackers = [attackers[j] for j in keep_cols]
     cells = {m: c[:, keep_cols, :] for m, c in cells.items()}
     board = Board(suite, defenders, attackers, seeds, cells, excluded, detection=detection_table(f), numerics=numerics_counts(f))
+    if "not_applicable" in keep:
+        na = keep[keep.not_applicable.notna() & keep.defender_label.isin(defenders) & keep.attacker_label.isin(attackers)]
+        board.not_applicable = {(r.defender_label, r.attacker_label): str(r.not_applicable) for r in na.itertuples()}
     marked = mark_stale(f)
     board.stale = {f"{r.attacker_label} vs {r.defender_label}, seed {r.seed}": str(r.stale_reason) for r in marked[marked.stale].itertuples()}
     if defenders and attackers:
@@ -203,6 +207,9 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
         **{m: board.mean(m).round(6).tolist() for m in METRICS},
         **{f"{m}_sd": board.spread(m).round(6).tolist() for m in METRICS},
     }
+    if board.not_applicable:  # n/a cells (docs/design.md §7): scored as the published model deployed as it is
+        out["matrix"]["not_applicable"] = [[(d, a) in board.not_applicable for a in board.attackers] for d in board.defenders]
+        out["not_applicable"] = {f"{d} vs {a}": why for (d, a), why in sorted(board.not_applicable.items())}
     return out
 
 
@@ -248,6 +255,11 @@ def _numerics_lines(eq: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _na(matrix: dict[str, Any], i: int, j: int) -> str:
+    """The mark of an n/a cell, before the value it is scored at."""
+    return "n/a, " if matrix.get("not_applicable", [[False] * (j + 1)] * (i + 1))[i][j] else ""
+
+
 def markdown_page(eq: dict[str, Any]) -> str:
     lines = [f"# Leaderboard: {eq['suite']}", "", f"{eq['game']}. Seeds: {', '.join(map(str, eq['seeds']))}. "
              f"arena {eq['provenance']['arena_version']}, commit {eq['provenance']['git_commit'] or 'unknown'}, {eq['provenance']['date']}.", ""]
@@ -267,7 +279,10 @@ def markdown_page(eq: dict[str, Any]) -> str:
         mat = eq["matrix"]
         lines += ["## Defender utility (CA − ASR), mean ± sd over seeds", "", "| defender \\ attacker | " + " | ".join(f"`{c}`" for c in mat["columns"]) + " |", "|---|" + "---|" * len(mat["columns"])]
         for i, r in enumerate(mat["rows"]):
-            lines.append(f"| `{r}` | " + " | ".join(f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
+            lines.append(f"| `{r}` | " + " | ".join(_na(mat, i, j) + f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
+        if eq.get("not_applicable"):
+            lines += ["", "n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is (docs/design.md §7)."]
+            lines += [f"- {k}: {v}" for k, v in eq["not_applicable"].items()]
         lines += ["", "![utility](utility.png) ![clean accuracy](ca.png) ![attack success](asr.png)", ""]
         lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]
     if eq.get("detection"):
@@ -310,8 +325,12 @@ def html_page(eq: dict[str, Any]) -> str:
         mat = eq["matrix"]
         parts.append("<h2>Defender utility</h2><table id='utility-matrix'><tr><th>defender \\ attacker</th>" + "".join(f"<th>{e(c)}</th>" for c in mat["columns"]) + "</tr>")
         for i, r in enumerate(mat["rows"]):
-            parts.append(f"<tr><td class='s'>{e(r)}</td>" + "".join(f"<td>{mat['utility'][i][j]:.4f}</td>" for j in range(len(mat["columns"]))) + "</tr>")
-        parts.append("</table><p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
+            parts.append(f"<tr><td class='s'>{e(r)}</td>" + "".join(f"<td>{_na(mat, i, j)}{mat['utility'][i][j]:.4f}</td>" for j in range(len(mat["columns"]))) + "</tr>")
+        parts.append("</table>")
+        if eq.get("not_applicable"):
+            parts.append("<p>n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is.</p><ul>"
+                + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in eq["not_applicable"].items()) + "</ul>")
+        parts.append("<p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
     if eq.get("detection"):
         parts.append("<h2>Detection (model-level verdicts)</h2><table id='detection'><tr><th>defender</th><th>backdoored models</th><th>honest models</th><th>TPR</th><th>FPR</th>"
             "<th>AUROC</th><th>target hit</th></tr>")

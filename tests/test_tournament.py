@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 
 from arena.match import prepare, run_match
-from arena.registry import DEFENDERS
+from arena.data import DATASETS
+from arena.models import ARCHITECTURES
+from arena.registry import ATTACKERS, DEFENDERS
 from arena.results import ResultsStore
 from arena.store import ArtifactStore
 from arena.suite import parse_suite
 from arena.tournament import run_tournament
+from arena.triggers import TRIGGERS
+
+REGISTRIES = (ATTACKERS, DEFENDERS, TRIGGERS, ARCHITECTURES, DATASETS)
 
 PLUGINS = str(Path(__file__).parent / "fixture_plugins")
 TINY = {
@@ -33,13 +38,15 @@ def ray_session(tmp_path_factory):
     home = tmp_path_factory.mktemp("tournament-home")
     os.environ["ARENA_HOME"] = str(home)
     sys.path.insert(0, PLUGINS)
-    DEFENDERS.refresh()
+    for registry in REGISTRIES:
+        registry.refresh()
     pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
     yield home
     ray.shutdown()
     sys.path.remove(PLUGINS)
-    DEFENDERS.refresh()
+    for registry in REGISTRIES:
+        registry.refresh()
     del os.environ["ARENA_HOME"]
 
 
@@ -160,3 +167,36 @@ def test_leaderboard_refresh_runs_missing_cells_and_publishes(ray_session, tmp_p
     assert "pruning" in json.loads((folder / "equilibrium.json").read_text())["defender"]
     assert main(["leaderboard", "show", str(folder / "suite.yaml")]) == 0
     assert "fine_tuning(steps=10)" in capsys.readouterr().out
+
+
+def test_a_plugin_trigger_kind_architecture_and_dataset_play_in_tournament_workers(ray_session):
+    """tests/fixture_plugins/arena_extras: one of each extension point, by entry points alone.
+    The attack worker trains on the plugin dataset and architecture with the plugin trigger; the
+    defense workers rebuild the model and trigger from the manifest's recorded origins. The
+    plugin architecture has no conv layer, so pruning is an n/a cell, decided at validation."""
+    suite = parse_suite(
+        {
+            "name": "extras",
+            "dataset": "digits_negative",
+            "architecture": "tiny_mlp",
+            "seeds": [0],
+            "attackers": ["none", "arena_extras/striped"],
+            "defenders": ["none", "pruning", {"name": "fine_tuning", "params": {"steps": 10}}],
+        },
+        "extras",
+    )
+    assert {(a.name, d.name) for a, d in suite.not_applicable} == {("none", "pruning"), ("arena_extras/striped", "pruning")}
+    assert "Prunable" in next(iter(suite.not_applicable.values()))
+    results = ResultsStore(ray_session / "results.sqlite")
+    summary = run_tournament(suite, results)
+    frame = results.frame("extras")
+    assert summary.failed == 0 and set(frame.status) == {"ok"} and len(frame) == 6
+    pruning = frame[frame.defender == "pruning"]
+    assert set(pruning.deployed) == {"n/a"} and pruning.not_applicable.str.contains("Prunable").all()
+    assert frame[frame.defender != "pruning"].not_applicable.isna().all()
+    striped = frame[(frame.attacker == "arena_extras/striped") & (frame.defender == "none")].iloc[0]
+    honest = frame[(frame.attacker == "none") & (frame.defender == "none")].iloc[0]
+    assert striped.attacked_asr > 0.8 > 0.3 > honest.attacked_asr  # the plugin trigger carries a backdoor
+    manifest = json.loads((ray_session / "models" / f"{suite.attack_specs()[1].key}.json").read_text())
+    origins = {(o["registry"], o["name"]): (o["module"], o["distribution"]) for o in manifest["origins"]}
+    assert origins == {("trigger kind", "stripes"): ("arena_extras", "arena_extras"), ("architecture", "tiny_mlp"): ("arena_extras", "arena_extras")}

@@ -64,6 +64,8 @@ def match(result: dict[str, Any], console: Console) -> None:
     if verdict is not None:
         flagged = "[red]flagged[/]" if verdict["flagged"] else "not flagged"
         console.print(f"  verdict: {flagged}, score {verdict['score']:.3f}, suspected labels {verdict['labels']}")
+    if result["defended"].get("not_applicable"):
+        console.print(f"  [yellow]n/a[/]: {result['defended']['not_applicable']}; the defense was not run and the published model is deployed as it is")
     if result["defended"].get("deployed") == "fallback":
         console.print("  deployed: the fallback model (flagged and not repaired: the verdict rule)")
     stealth = "[green]stealthy[/]" if result["stealthy"] else "[yellow]not stealthy[/] (undefended CA more than the tolerance below honest)"

@@ -30,6 +30,8 @@ def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, qui
 
     n = len(suite.matches())
     render.err.print(f"suite {suite.name}: {len(suite.attackers)} attackers × {len(suite.defenders)} defenders × {len(suite.seeds)} seeds = {n} matches on {suite.dataset}")
+    for (attacker, defender), why in suite.not_applicable.items():
+        render.err.print(f"  n/a: {attacker.name} vs {defender.name}: {why} (not run; scored as the published model deployed as it is)")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
