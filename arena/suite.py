@@ -32,13 +32,13 @@ from typing import Any
 
 import yaml
 
+from arena.artifacts import honest_spec
 from arena.capabilities import not_applicable_reason
 from arena.errors import ArenaError, ParamError, UnknownNameError, UsageError
 from arena.match import (
     DEFAULT_ARCHITECTURE,
     DEFAULT_CLEAN_BUDGET,
     DEFAULT_STEALTH_TOLERANCE,
-    honest_spec,
     task_for,
 )
 from arena.models import build_model

@@ -17,11 +17,12 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from arena.match import AttackRecord, attack_stage, defense_stage, honest_spec
+from arena.artifacts import honest_spec
+from arena.match import AttackRecord, attack_stage, defense_stage
 from arena.results import ResultsStore
 from arena.specs import AttackSpec, MatchSpec
 from arena.store import ArtifactStore, arena_home
@@ -230,11 +231,94 @@ class _Flight:
     limit: float
 
 
-@dataclass
-class _State:
-    records: dict[str, AttackRecord | BaseException] = field(default_factory=dict)
-    settled: set[str] = field(default_factory=set)
-    ready: list[MatchSpec] = field(default_factory=list)
+class _Run:
+    """One tournament's bookkeeping: what is queued, in flight and settled, and the one row writer."""
+
+    def __init__(self, suite: Suite, results: ResultsStore, work: Plan, executor: Executor, summary: Summary, on_update: ProgressHook | None) -> None:
+        self.suite, self.results, self.work, self.executor, self.summary, self.on_update = suite, results, work, executor, summary, on_update
+        self.start = time.perf_counter()
+        self.records: dict[str, AttackRecord | BaseException] = {}
+        self.settled: set[str] = set()
+        self.ready: list[MatchSpec] = []  # matches whose attack records are in
+        self.attack_queue = list(work.attacks)
+        self.inflight: dict[Any, _Flight] = {}
+
+    def write(self, match: MatchSpec, status: Status, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self.results.put(self.suite.name, match, status.value, result=result, error=error)
+        if status is Status.OK:
+            self.summary.ok += 1
+        else:
+            self.summary.failed += 1
+
+    def settle(self, match: MatchSpec) -> None:
+        """Queue a match whose attack records are in, or fail it when one of them failed."""
+        if match.key in self.settled:
+            return
+        for key in (match.attack.key, honest_spec(match.attack).key):
+            rec = self.records.get(key)
+            if rec is None:
+                return
+            if isinstance(rec, BaseException):
+                role = "honest baseline" if key != match.attack.key else "attack"
+                self.settled.add(match.key)
+                self.write(match, Status.TIMEOUT if isinstance(rec, TimeoutError) else Status.ERROR, error=f"{role} failed: {rec}")
+                return
+        self.settled.add(match.key)
+        self.ready.append(match)
+
+    def finish(self, flight: _Flight, outcome: Any) -> None:
+        job = flight.job
+        if isinstance(job, AttackJob):
+            self.records[job.attack.key] = outcome
+            if isinstance(outcome, AttackRecord):
+                self.summary.attacks_cached += outcome.cached
+                self.summary.attacks_trained += not outcome.cached
+            for m in self.work.dependents[job.attack.key]:
+                self.settle(m)
+        elif isinstance(outcome, dict):
+            self.write(job.match, Status.OK, result=outcome)
+        else:
+            self.write(job.match, Status.TIMEOUT if isinstance(outcome, TimeoutError) else Status.ERROR, error=str(outcome))
+
+    def notify(self) -> None:
+        self.summary.seconds = time.perf_counter() - self.start
+        if self.on_update is not None:
+            self.on_update(self.summary)
+
+    def submit(self) -> None:
+        """Fill the executor's free slots: defenses first (they finish rows), then attacks."""
+        while len(self.inflight) < self.executor.slots and (self.ready or self.attack_queue):
+            job: Job
+            if self.ready:
+                m = self.ready.pop(0)
+                job = DefenseJob(m, self.records[m.attack.key], self.records[honest_spec(m.attack).key], self.suite.stealth_tolerance)  # type: ignore[arg-type]
+                limit = self.suite.limits.defense_timeout_s
+            else:
+                job, limit = AttackJob(self.attack_queue.pop(0)), self.suite.limits.attack_timeout_s
+            self.inflight[self.executor.submit(job)] = _Flight(job, time.monotonic() + limit, limit)
+
+    def collect(self) -> None:
+        """Take in what finished, and kill and fail what ran past its deadline."""
+        for handle, outcome in self.executor.finished(list(self.inflight), timeout=0.5):
+            self.finish(self.inflight.pop(handle), outcome)
+        now = time.monotonic()
+        for handle in [h for h, f in self.inflight.items() if now > f.deadline]:
+            flight = self.inflight.pop(handle)
+            self.executor.cancel(handle)
+            kind = "attack" if isinstance(flight.job, AttackJob) else "defense"
+            self.finish(flight, TimeoutError(f"{kind} exceeded its time limit of {flight.limit:g} s and was killed"))
+
+    def play(self) -> None:
+        try:
+            self.notify()
+            while self.attack_queue or self.ready or self.inflight:
+                self.submit()
+                self.collect()
+                self.notify()
+        finally:
+            for handle in self.inflight:
+                self.executor.cancel(handle)
+        self.notify()
 
 
 def run_tournament(
@@ -248,83 +332,10 @@ def run_tournament(
 ) -> Summary:
     """Play every missing or stale match of `suite`; rows go to `results` as they finish.
     Without an executor, a `RayExecutor` (local Ray, or `address`)."""
-    start = time.perf_counter()
     work = plan(suite, results.finished(suite.name))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:
         return summary
     ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
-    executor = executor or RayExecutor(address, num_cpus, retries=suite.limits.retries)
-    state = _State()
-    attack_queue = list(work.attacks)
-    inflight: dict[Any, _Flight] = {}
-
-    def write(match: MatchSpec, status: Status, result: dict[str, Any] | None = None, error: str | None = None) -> None:
-        results.put(suite.name, match, status.value, result=result, error=error)
-        if status is Status.OK:
-            summary.ok += 1
-        else:
-            summary.failed += 1
-
-    def settle(match: MatchSpec) -> None:
-        """Queue a match whose attack records are in, or fail it when one of them failed."""
-        if match.key in state.settled:
-            return
-        for key in (match.attack.key, honest_spec(match.attack).key):
-            rec = state.records.get(key)
-            if rec is None:
-                return
-            if isinstance(rec, BaseException):
-                role = "honest baseline" if key != match.attack.key else "attack"
-                state.settled.add(match.key)
-                write(match, Status.TIMEOUT if isinstance(rec, TimeoutError) else Status.ERROR, error=f"{role} failed: {rec}")
-                return
-        state.settled.add(match.key)
-        state.ready.append(match)
-
-    def finish(flight: _Flight, outcome: Any) -> None:
-        job = flight.job
-        if isinstance(job, AttackJob):
-            state.records[job.attack.key] = outcome
-            if isinstance(outcome, AttackRecord):
-                summary.attacks_cached += outcome.cached
-                summary.attacks_trained += not outcome.cached
-            for m in work.dependents[job.attack.key]:
-                settle(m)
-        elif isinstance(outcome, dict):
-            write(job.match, Status.OK, result=outcome)
-        else:
-            write(job.match, Status.TIMEOUT if isinstance(outcome, TimeoutError) else Status.ERROR, error=str(outcome))
-
-    def notify() -> None:
-        summary.seconds = time.perf_counter() - start
-        if on_update is not None:
-            on_update(summary)
-
-    try:
-        notify()
-        while attack_queue or state.ready or inflight:
-            while len(inflight) < executor.slots and (state.ready or attack_queue):
-                job: Job
-                if state.ready:  # defenses first: they finish rows
-                    m = state.ready.pop(0)
-                    job = DefenseJob(m, state.records[m.attack.key], state.records[honest_spec(m.attack).key], suite.stealth_tolerance)  # type: ignore[arg-type]
-                    limit = suite.limits.defense_timeout_s
-                else:
-                    job, limit = AttackJob(attack_queue.pop(0)), suite.limits.attack_timeout_s
-                handle = executor.submit(job)
-                inflight[handle] = _Flight(job, time.monotonic() + limit, limit)
-            for handle, outcome in executor.finished(list(inflight), timeout=0.5):
-                finish(inflight.pop(handle), outcome)
-            now = time.monotonic()
-            for handle in [h for h, f in inflight.items() if now > f.deadline]:
-                flight = inflight.pop(handle)
-                executor.cancel(handle)
-                kind = "attack" if isinstance(flight.job, AttackJob) else "defense"
-                finish(flight, TimeoutError(f"{kind} exceeded its time limit of {flight.limit:g} s and was killed"))
-            notify()
-    finally:
-        for handle in inflight:
-            executor.cancel(handle)
-    notify()
+    _Run(suite, results, work, executor or RayExecutor(address, num_cpus, retries=suite.limits.retries), summary, on_update).play()
     return summary

@@ -21,12 +21,10 @@ from typing import Any
 
 import pandas as pd
 
+from arena.artifacts import honest_spec, instantiate_attacker, instantiate_defender
 from arena.errors import ArenaError, UsageError
 from arena.match import (
     Prepared,
-    honest_spec,
-    instantiate_attacker,
-    instantiate_defender,
     run_match,
     task_for,
     train_side_by_side,

@@ -42,7 +42,8 @@ def test_single_trigger_attacks_plant_a_working_stealthy_backdoor(store, attacke
 
 def test_the_honest_model_ignores_the_zoo_triggers(store):
     """The triggers fire because of the attacks, not because they fool any model."""
-    from arena.match import evaluate, published_builder
+    from arena.artifacts import published_builder
+    from arena.match import evaluate
 
     prepared = prepare("none", "none")
     play(store, "none")

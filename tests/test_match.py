@@ -2,10 +2,11 @@
 
 import pytest
 
+from arena.artifacts import obtain_attacked
 from arena.attacks import patch_trigger
 from arena.data import load_dataset, player_splits
 from arena.errors import ArtifactIntegrityError, ParamError
-from arena.match import evaluate, obtain_attacked, prepare, run_match
+from arena.match import evaluate, prepare, run_match
 from arena.store import ArtifactStore
 
 

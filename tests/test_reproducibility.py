@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from arena.match import attack_stage, fallback_key, prepare, run_match
+from arena.artifacts import fallback_key
+from arena.match import attack_stage, prepare, run_match
 from arena.protocol import DefenseOutcome, Verdict
 from arena.provenance import STAGE_THREADS, numerics
 from arena.registry import DEFENDERS
@@ -39,7 +40,8 @@ def test_the_same_spec_gives_bit_identical_weights_whatever_the_callers_thread_c
 
 
 def test_side_by_side_training_gives_the_models_of_a_one_by_one_run(tmp_path, monkeypatch):
-    from arena.match import honest_spec, train_side_by_side
+    from arena.artifacts import honest_spec
+    from arena.match import train_side_by_side
 
     monkeypatch.setattr("arena.match.SIDE_BY_SIDE_MIN_SAMPLE_EPOCHS", 0)  # digits is below the threshold
 

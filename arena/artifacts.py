@@ -1,0 +1,183 @@
+"""The harness's artifacts: attacked, honest and fallback models, trained once and reused only while current.
+
+A stored model is reused when its manifest records the same code fingerprint and numerics as
+this run (docs/design.md §6); otherwise it is retrained under the same key. Every model a stage
+uses is the one read back from the store, as a user who downloaded the file would hold it. The
+manifest records where the model's architecture and trigger kinds come from, and whoever
+rebuilds the model imports exactly those first (docs/design.md §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import arena
+from arena.data import PlayerSplits
+from arena.errors import ArtifactIntegrityError, ParamError
+from arena.models import ARCHITECTURES, build_model
+from arena.protocol import ProgressFn, TaskSpec, Trigger, no_progress
+from arena.provenance import code_fingerprint, git_commit, numerics
+from arena.registry import ATTACKERS, DEFENDERS, Registry, load_origins
+from arena.specs import AttackSpec, StrategySpec, derive_seed, digest
+from arena.store import ArtifactStore
+from arena.strategy import Attacker, Defender
+from arena.triggers import TRIGGERS, trigger_from_dict, trigger_kinds
+
+
+def prefixed(progress: ProgressFn, prefix: str) -> ProgressFn:
+    return lambda stage, done, total: progress(f"{prefix}: {stage}", done, total)
+
+
+def obtain_attacked(
+    attack: AttackSpec,
+    attacker: Attacker,
+    task: TaskSpec,
+    splits: PlayerSplits,
+    store: ArtifactStore,
+    progress: ProgressFn = no_progress,
+    label: str = "attack",
+) -> tuple[nn.Module, list[Trigger], dict[str, Any], bool]:
+    """The attacked model of `attack`: from the store when there and current, else trained and stored.
+
+    A stored model is current when its manifest records this attacker's code fingerprint and
+    these numerics; otherwise it is retrained under the same key (the old blob stays).
+    Returns (model as loaded back from the store, triggers, manifest, cached).
+    """
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
+        out = attacker.attack(task, splits.attacker, generator, prefixed(progress, label))
+        triggers = [t.to_dict() for t in out.triggers]
+        published = attacker.published_architecture(task)
+        record = {"spec": attack.to_dict(), "triggers": triggers, "published_architecture": published, "origins": origins_of(triggers, published)}
+        return out.model, record
+
+    model, manifest, cached = _obtain(store, attack.key, code_fingerprint(type(attacker)), task, train)
+    return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, cached
+
+
+def _obtain(
+    store: ArtifactStore,
+    key: str,
+    fingerprint: str,
+    task: TaskSpec,
+    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """A harness artifact: loaded when stored under the same code and numerics, else `train()`ed,
+    stored and read back (the caller gets exactly what a downloader of the file gets)."""
+    current = _provenance_of(fingerprint)
+    if _is_current(store.read_manifest(key), current):
+        loaded = store.load(key, published_builder(task))
+        if loaded is not None:
+            return loaded[0], loaded[1], True
+    start = time.perf_counter()
+    model, record = train()
+    record.update(
+        current,
+        task=task.to_dict(),
+        seconds_train=time.perf_counter() - start,
+        arena_version=arena.__version__,
+        git_commit=git_commit(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    store.save(key, model, record)
+    loaded = store.load(key, published_builder(task))
+    assert loaded is not None  # just written
+    return loaded[0], loaded[1], False
+
+
+def _provenance_of(fingerprint: str) -> dict[str, Any]:
+    """What a stored artifact must record to be reused here: its code and these numerics."""
+    return {"fingerprint": fingerprint, "numerics": numerics()}
+
+
+def _is_current(manifest: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    return manifest is not None and all(manifest.get(k) == v for k, v in current.items())
+
+
+def fallback_key(attack: AttackSpec) -> str:
+    """Store key of the verdict rule's fallback model for a match's dataset, budgets and seed."""
+    return digest({"fallback_of": honest_spec(attack).to_dict()})
+
+
+def obtain_fallback(attack: AttackSpec, task: TaskSpec, splits: PlayerSplits, store: ArtifactStore) -> tuple[nn.Module, str]:
+    """The model a user deploys after rejecting a flagged model (docs/design.md, the verdict rule):
+    the task's architecture trained by the harness with the honest recipe on the defender's clean
+    split alone, for as many samples seen as honest training (epochs scaled by the ratio of the
+    two splits' sizes: a user with only the clean split trains on it until it has seen as much),
+    seeded by the match seed. Stored and reused like any artifact."""
+    honest = honest_spec(attack)
+    trainer = instantiate_attacker(honest.attacker)
+    key = fallback_key(attack)
+    budget = dataclasses.replace(task, epochs=max(task.epochs, round(task.epochs * len(splits.attacker) / max(1, len(splits.clean)))))
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "fallback", key))
+        out = trainer.attack(budget, splits.clean, generator)
+        return out.model, {"spec": {"fallback_of": honest.to_dict(), "epochs": budget.epochs}, "triggers": []}
+
+    model, manifest, _ = _obtain(store, key, code_fingerprint(type(trainer)), task, train)
+    return model, str(manifest["sha256"])
+
+
+# The registries whose entries an attacked model can depend on, by the kind its manifest records.
+ORIGIN_REGISTRIES: dict[str, Registry[Any]] = {r.kind: r for r in (TRIGGERS, ARCHITECTURES)}
+
+
+def origins_of(triggers: list[dict[str, Any]], architecture: str) -> list[dict[str, Any]]:
+    """Where each trigger kind and architecture part of an attacked model comes from (module and
+    distribution), for the stages that rebuild it in another process (docs/design.md §7)."""
+    kinds = dict.fromkeys(kind for t in triggers for kind in trigger_kinds(t))
+    return [TRIGGERS.origin(kind) for kind in kinds] + [ARCHITECTURES.origin(part) for part in architecture.split("+")]
+
+
+def published_builder(task: TaskSpec) -> Callable[[dict[str, Any]], nn.Module]:
+    """Builds the architecture an attacked model's manifest says was published (the task's own,
+    or a wrapper around it declared by an attacker that changes the architecture), after importing
+    the modules its manifest records as the origins of its architecture and trigger kinds."""
+
+    def build(manifest: dict[str, Any]) -> nn.Module:
+        load_origins(manifest.get("origins", []), ORIGIN_REGISTRIES, f"The attacked model {str(manifest.get('key', '?'))[:12]}")
+        return build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)))
+
+    return build
+
+
+def _manifest_triggers(manifest: dict[str, Any], path: Path) -> list[Trigger]:
+    """The triggers an attacked model's manifest records; a manifest without them is refused."""
+    try:
+        float(manifest["seconds_train"])
+        return [trigger_from_dict(t) for t in manifest["triggers"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactIntegrityError(f"The manifest {path} lacks a valid attack record ({exc!r}); refused. Remove it to have arena retrain the model.") from None
+
+
+def honest_spec(attack: AttackSpec) -> AttackSpec:
+    """The honest baseline for the same dataset, budget and seed (attacker `none`, its defaults)."""
+    honest = ATTACKERS.get("none")()
+    return AttackSpec(StrategySpec.of("none", honest.version, honest.params), attack.dataset, attack.architecture, attack.epochs, attack.clean_budget, attack.seed)
+
+
+def instantiate_attacker(spec: StrategySpec) -> Attacker:
+    return _instantiate(ATTACKERS.get(spec.name), spec)
+
+
+def instantiate_defender(spec: StrategySpec) -> Defender:
+    return _instantiate(DEFENDERS.get(spec.name), spec)
+
+
+def _instantiate(cls: Any, spec: StrategySpec) -> Any:
+    if cls.version != spec.version:
+        raise ParamError(f"{cls.kind} {spec.name!r} is at version {cls.version}, but the spec asks for version {spec.version}.")
+    return cls(**spec.param_dict)
+
+
+def needs_training(attack: AttackSpec, store: ArtifactStore) -> bool:
+    return not _is_current(store.read_manifest(attack.key), _provenance_of(code_fingerprint(ATTACKERS.get(attack.attacker.name))))
