@@ -4,7 +4,7 @@ A stored model is reused when its manifest records the same code fingerprint and
 this run (docs/design.md §6); otherwise it is retrained under the same key. Every model a stage
 uses is the one read back from the store, as a user who downloaded the file would hold it. The
 manifest records where the model's architecture and trigger kinds come from, and whoever
-rebuilds the model imports exactly those first (docs/design.md §7).
+rebuilds the model imports exactly those first (docs/design.md §10).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ ORIGIN_REGISTRIES: dict[str, Registry[Any]] = {r.kind: r for r in (TRIGGERS, ARC
 
 def origins_of(triggers: list[dict[str, Any]], architecture: str) -> list[dict[str, Any]]:
     """Where each trigger kind and architecture part of an attacked model comes from (module and
-    distribution), for the stages that rebuild it in another process (docs/design.md §7)."""
+    distribution), for the stages that rebuild it in another process (docs/design.md §10)."""
     kinds = dict.fromkeys(kind for t in triggers for kind in trigger_kinds(t))
     return [TRIGGERS.origin(kind) for kind in kinds] + [ARCHITECTURES.origin(part) for part in architecture.split("+")]
 

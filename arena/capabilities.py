@@ -1,4 +1,4 @@
-"""What a strategy needs of a model, as `typing.Protocol`s checked before anything runs (docs/design.md §7).
+"""What a strategy needs of a model, as `typing.Protocol`s checked before anything runs (docs/design.md §10).
 
 A defense declares the capabilities it needs (`Defender.requires`, or `required_capabilities()`
 where they depend on its hyperparameters); so does an attack of the models it trains. A suite is

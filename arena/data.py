@@ -167,7 +167,7 @@ def _fashion_mnist_torchvision() -> dict[str, np.ndarray] | None:
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """A registered dataset: its name and the loader that builds it (docs/design.md §7). A new
+    """A registered dataset: its name and the loader that builds it (docs/design.md §10). A new
     dataset is one object, registered here or published under the entry point group `arena.datasets`."""
 
     name: str

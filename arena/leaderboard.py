@@ -207,7 +207,7 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
         **{m: board.mean(m).round(6).tolist() for m in METRICS},
         **{f"{m}_sd": board.spread(m).round(6).tolist() for m in METRICS},
     }
-    if board.not_applicable:  # n/a cells (docs/design.md §7): scored as the published model deployed as it is
+    if board.not_applicable:  # n/a cells (docs/design.md §10): scored as the published model deployed as it is
         out["matrix"]["not_applicable"] = [[(d, a) in board.not_applicable for a in board.attackers] for d in board.defenders]
         out["not_applicable"] = {f"{d} vs {a}": why for (d, a), why in sorted(board.not_applicable.items())}
     return out
@@ -281,7 +281,7 @@ def markdown_page(eq: dict[str, Any]) -> str:
         for i, r in enumerate(mat["rows"]):
             lines.append(f"| `{r}` | " + " | ".join(_na(mat, i, j) + f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
         if eq.get("not_applicable"):
-            lines += ["", "n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is (docs/design.md §7)."]
+            lines += ["", "n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is (docs/design.md §10)."]
             lines += [f"- {k}: {v}" for k, v in eq["not_applicable"].items()]
         lines += ["", "![utility](utility.png) ![clean accuracy](ca.png) ![attack success](asr.png)", ""]
         lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]

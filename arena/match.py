@@ -221,7 +221,7 @@ def defense_stage(
 
         generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
         t0 = time.perf_counter()
-        # an n/a cell (docs/design.md §7): the defense cannot act on this model, so it is not run
+        # an n/a cell (docs/design.md §10): the defense cannot act on this model, so it is not run
         # and the published model is deployed as it is
         not_applicable = not_applicable_reason(defender, model)
         outcome = DefenseOutcome() if not_applicable else defender.defend(model, task, splits.clean, generator, prefixed(progress, "defense"))

@@ -80,7 +80,7 @@ class Architecture:
     around one (`wrap`: host model and task to the published model, named `base+wrapper`).
 
     An attacker that changes the architecture declares the name of what it publishes, so the store
-    can rebuild it; the attack's manifest records where the wrapper comes from (docs/design.md §7).
+    can rebuild it; the attack's manifest records where the wrapper comes from (docs/design.md §10).
     """
 
     name: str

@@ -1,6 +1,6 @@
 """One `Registry` class for every extension point: a decorator for built-ins, entry points for plugins.
 
-Extension points (docs/design.md §7): attackers and defenders (`arena.strategies`' base classes),
+Extension points (docs/design.md §10): attackers and defenders (`arena.strategy`'s base classes),
 trigger kinds (`arena.triggers`), architectures and architecture wrappers (`arena.models`) and
 datasets (`arena.data`). Built-ins register when their module is imported. Third-party entries
 are published under the entry point group of their registry (`arena.attackers`,

@@ -76,7 +76,7 @@ class Suite:
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
     path: Path | None = None
     # (attacker, defender) pairs whose defense cannot act on the attacker's published model, and
-    # why: n/a cells, decided here before anything runs (docs/design.md §7)
+    # why: n/a cells, decided here before anything runs (docs/design.md §10)
     not_applicable: dict[tuple[StrategySpec, StrategySpec], str] = field(default_factory=dict, compare=False, hash=False)
 
     def attack_specs(self) -> list[AttackSpec]:

@@ -19,7 +19,7 @@ def _validate_trigger_class(cls: Any) -> None:
         raise RegistrationError(f"trigger kind {cls.kind!r}: {cls.__qualname__} must define its own to_dict and from_dict")
 
 
-# Trigger kinds by the `kind` their JSON form carries (docs/design.md §7): a new kind is one class,
+# Trigger kinds by the `kind` their JSON form carries (docs/design.md §10): a new kind is one class,
 # registered here or published under the entry point group `arena.triggers`.
 TRIGGERS: Registry[type[Trigger]] = Registry("trigger kind", group="arena.triggers", builtins=("arena.triggers",), key=lambda cls: cls.kind, validate=_validate_trigger_class)
 register_trigger = TRIGGERS.register
