@@ -93,14 +93,22 @@ def strategy_modules(cls: type) -> list[str]:
     """The modules whose code a strategy class runs, within its own package: its module, the
     modules of its base classes, and the modules of what its module uses by name (a defense
     built on another module of `defenders`, an attack inheriting from another attack)."""
-    top = cls.__module__.split(".")[0]
-    names = {cls.__module__} | {base.__module__ for base in cls.__mro__ if base.__module__.split(".")[0] == top}
+    package = strategy_package(cls.__module__)
+    inside = lambda name: name.startswith(package + ".") or name == package  # noqa: E731
+    names = {cls.__module__} | {base.__module__ for base in cls.__mro__ if inside(base.__module__)}
     module = sys.modules.get(cls.__module__)
     for value in vars(module).values() if module is not None else ():
         name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-        if isinstance(name, str) and name.split(".")[0] == top and name != top:
+        if isinstance(name, str) and inside(name) and name != package:
             names.add(name)
     return sorted(names)
+
+
+def strategy_package(module: str) -> str:
+    """The package a strategy module belongs to: `arena.attackers` / `arena.defenders` for the
+    built-ins (arena's own library modules are not part of it), a plugin's top-level package."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "arena" and len(parts) > 2 else parts[0]
 
 
 def code_fingerprint(cls: type) -> str:
