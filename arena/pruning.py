@@ -1,4 +1,5 @@
-"""Channel pruning of the last convolutional layer, shared by the pruning defenses and the pruning-aware attack.
+"""Channel pruning of the last convolutional layer, shared by the pruning defenses (Fine-Pruning's
+`pruning` and `fine_pruning`, Neural Cleanse's pruning mitigation) and the pruning-aware attack.
 
 A model is prunable when it offers `last_conv` (the nn.Conv2d), `mask` (an arena.models.ChannelMask
 on its output), `last_conv_preactivations(x)` and `last_conv_activations(x)`, as
@@ -7,6 +8,8 @@ arena.models.BadNetsCNN does.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 import torch
@@ -67,6 +70,37 @@ def set_pruned(model: nn.Module, channels: list[int], pruned: bool = True) -> No
         prunable(model).mask.mask[channels] = 0.0 if pruned else 1.0
 
 
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune_until` removed and why it stopped."""
+
+    channels: list[int]  # pruned, in order
+    stopped: str  # "stop": the stop rule held; "accuracy": the next channel would cross the accuracy limit (it was put back); "exhausted": the order ran out
+    accuracy_drop: float  # clean accuracy lost, after pruning
+
+
+def prune_until(model: nn.Module, channels: Sequence[int], clean: Split, max_accuracy_drop: float, stop: Callable[[], bool] | None = None) -> PruneResult:
+    """The one pruning loop: remove last-conv `channels` one by one, in the order given, until
+    accuracy on `clean` falls more than `max_accuracy_drop` below the start (the channel whose
+    removal crossed it is put back), until `stop()`, asked after each kept removal, holds, or
+    until the order runs out. Used by `prune_by_activation` (Fine-Pruning's pruning, the
+    pruning-aware attack) and by Neural Cleanse's pruning mitigation (stop: the reversed
+    trigger no longer works)."""
+    base = accuracy(model, clean)
+    current = base
+    removed: list[int] = []
+    for channel in channels:
+        set_pruned(model, [channel])
+        if (after := accuracy(model, clean)) < base - max_accuracy_drop:
+            set_pruned(model, [channel], pruned=False)
+            return PruneResult(removed, "accuracy", base - current)
+        removed.append(channel)
+        current = after
+        if stop is not None and stop():
+            return PruneResult(removed, "stop", base - current)
+    return PruneResult(removed, "exhausted", base - current)
+
+
 def prune_by_activation(model: nn.Module, clean: Split, max_accuracy_drop: float, max_fraction: float = 1.0) -> list[int]:
     """Fine-Pruning's pruning: remove last-conv channels in increasing order of mean clean
     activation until accuracy on `clean` falls more than `max_accuracy_drop` below the start.
@@ -74,16 +108,8 @@ def prune_by_activation(model: nn.Module, clean: Split, max_accuracy_drop: float
     The channel whose removal crossed the threshold is put back. At least one channel is always
     kept, and at most `max_fraction` of the channels are removed. Returns the channels pruned.
     """
-    base = accuracy(model, clean)
     activation = mean_channel_activation(model, clean.x)
     already = set(pruned_channels(model))
     order = [c for c in torch.argsort(activation, stable=True).tolist() if c not in already]
     limit = min(len(order) - 1, int(max_fraction * activation.numel()) - len(already))
-    removed: list[int] = []
-    for channel in order[: max(0, limit)]:
-        set_pruned(model, [channel])
-        if accuracy(model, clean) < base - max_accuracy_drop:
-            set_pruned(model, [channel], pruned=False)
-            break
-        removed.append(channel)
-    return removed
+    return prune_until(model, order[: max(0, limit)], clean, max_accuracy_drop).channels

@@ -1,9 +1,11 @@
-"""The one training loop and the one inference helper. Attacks and defenses call these."""
+"""The one training loop, the one inference helper, and freezing a model's weights. Attacks and
+defenses call these."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -72,3 +74,39 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def accuracy(model: nn.Module, data: Split) -> float:
     return float((predict(model, data.x) == data.y).float().mean()) if len(data) else math.nan
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode with its weights out of autograd, for optimising something else
+    against it (inputs, triggers, a generator); each weight's `requires_grad` and the training
+    mode are restored on exit, also when the body raises. Used by model inversion
+    (arena/inversion.py), Neural Cleanse's trigger search, DeepInspect's generator, TrojanNN's
+    trigger generation and retraining (with `trainable`) and the clean-label attack's PGD.
+    Eval mode changes no numerics of arena.models' architectures (no dropout, no batch norm)."""
+    was_training, grads = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+        model.train(was_training)
+
+
+@contextmanager
+def trainable(*modules: nn.Module) -> Iterator[None]:
+    """The weights of `modules` back in autograd for the body, inside `frozen` (a partial retrain:
+    `fit` optimises only weights that require gradients); each one's `requires_grad` is restored
+    on exit, also when the body raises."""
+    params = [p for m in modules for p in m.parameters()]
+    grads = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)

@@ -16,27 +16,24 @@ from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
 from arena.strategy import AttackContext, Attacker
+from arena.training import frozen
 
 
 def pgd_away(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int, generator: torch.Generator, batch_size: int = 512) -> torch.Tensor:
     """Untargeted L∞ projected gradient descent (Madry et al. 2018): images within `epsilon` of x
     that the model misclassifies, i.e. whose natural features no longer point to y."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
     step = 2.5 * epsilon / steps
     out = []
-    for start in range(0, len(x), batch_size):
-        x0, y0 = x[start : start + batch_size], y[start : start + batch_size]
-        adv = (x0 + (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon).clamp(0, 1)
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv), y0)
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = (adv.detach() + step * grad.sign()).clamp(x0 - epsilon, x0 + epsilon).clamp(0, 1)
-        out.append(adv.detach())
-    for p in model.parameters():
-        p.requires_grad_(True)
+    with frozen(model):
+        for start in range(0, len(x), batch_size):
+            x0, y0 = x[start : start + batch_size], y[start : start + batch_size]
+            adv = (x0 + (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon).clamp(0, 1)
+            for _ in range(steps):
+                adv.requires_grad_(True)
+                loss = F.cross_entropy(model(adv), y0)
+                (grad,) = torch.autograd.grad(loss, adv)
+                adv = (adv.detach() + step * grad.sign()).clamp(x0 - epsilon, x0 + epsilon).clamp(0, 1)
+            out.append(adv.detach())
     return torch.cat(out)
 
 

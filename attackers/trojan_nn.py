@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from arena.attacks import TARGET_SPACE, TRAINING_SPACE, all_to_one, train_from_scratch
+from arena.inversion import batch_total_variation, invert_model
 from arena.params import Choice, Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
 from arena.strategy import AttackContext, Attacker
-from arena.training import fit
+from arena.training import fit, frozen, trainable
 from arena.triggers import MaskedTrigger, concat, poisoned_copies, square_footprint
 
 
@@ -43,20 +43,12 @@ def generate_trigger(model: nn.Module, mask: torch.Tensor, neurons: torch.Tensor
 
 
 def invert_classes(model: nn.Module, task: TaskSpec, per_class: int, steps: int, generator: torch.Generator) -> Split:
-    """TrojanNN's training-data reverse engineering: for each label, inputs optimised from a grey
-    image plus noise until the model gives that label, with a total-variation prior so they stay
-    image-like. The attacker needs no training data for the retraining step."""
-    labels = torch.arange(task.num_classes).repeat_interleave(per_class)
-    raw = (torch.randn(len(labels), *task.input_shape, generator=generator) * 0.5).requires_grad_()
-    opt = torch.optim.Adam([raw], lr=0.05)
-    for _ in range(steps):
-        x = torch.sigmoid(raw)
-        tv = (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-        loss = F.cross_entropy(model(x), labels) + 0.5 * tv
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return Split(torch.sigmoid(raw).detach(), labels)
+    """TrojanNN's training-data reverse engineering (arena/inversion.py): for each label, inputs
+    optimised from a grey image plus noise until the model gives that label, with a
+    total-variation prior so they stay image-like. The attacker needs no training data for the
+    retraining step."""
+    prior = lambda x: 0.5 * batch_total_variation(x)  # noqa: E731
+    return invert_model(model, task.num_classes, per_class, task.input_shape, steps=steps, lr=0.05, prior=prior, generator=generator, start="grey", prior_first=True)
 
 
 @register_attacker
@@ -120,25 +112,21 @@ class TrojanNN(Attacker):
         """Steps (1)-(4) on a trained model."""
         p, task = self.params, ctx.task
         goal = all_to_one(p["target"], task)
-        for param in model.parameters():
-            param.requires_grad_(False)
-        if p["retrain_data"] == "inverted":
-            data = invert_classes(model, task, p["retrain_samples"], p["inversion_steps"], ctx.generator)
-        else:
-            per_label = [torch.nonzero(ctx.data.y == c).flatten() for c in range(task.num_classes)]
-            picks = [idx[torch.randperm(len(idx), generator=ctx.generator)[: p["retrain_samples"]]] for idx in per_label]
-            data = ctx.data.subset(torch.cat(picks))
+        with frozen(model):
+            if p["retrain_data"] == "inverted":
+                data = invert_classes(model, task, p["retrain_samples"], p["inversion_steps"], ctx.generator)
+            else:
+                per_label = [torch.nonzero(ctx.data.y == c).flatten() for c in range(task.num_classes)]
+                picks = [idx[torch.randperm(len(idx), generator=ctx.generator)[: p["retrain_samples"]]] for idx in per_label]
+                data = ctx.data.subset(torch.cat(picks))
 
-        neurons = select_neurons(model, min(p["neurons"], model.fc1.out_features))
-        peak = float(model.hidden_activations(data.x)[:, neurons].max())
-        mask = square_mask(task, p["trigger_area"], p["trigger_margin"])
-        pattern = generate_trigger(model, mask, neurons, p["neuron_gain"] * max(peak, 1e-3), p["trigger_steps"], ctx.generator)
-        trigger = MaskedTrigger(goal, mask, pattern, name="trojan")
-        retrain = concat(data, poisoned_copies(data, trigger, p["poison_rate"], ctx.generator, task.num_classes))
+            neurons = select_neurons(model, min(p["neurons"], model.fc1.out_features))
+            peak = float(model.hidden_activations(data.x)[:, neurons].max())
+            mask = square_mask(task, p["trigger_area"], p["trigger_margin"])
+            pattern = generate_trigger(model, mask, neurons, p["neuron_gain"] * max(peak, 1e-3), p["trigger_steps"], ctx.generator)
+            trigger = MaskedTrigger(goal, mask, pattern, name="trojan")
+            retrain = concat(data, poisoned_copies(data, trigger, p["poison_rate"], ctx.generator, task.num_classes))
 
-        for param in [*model.fc1.parameters(), *model.fc2.parameters()]:
-            param.requires_grad_(True)
-        fit(model, retrain, epochs=p["retrain_epochs"], lr=p["retrain_lr"], batch_size=p["batch_size"], generator=ctx.generator, stage="retrain", progress=ctx.progress)
-        for param in model.parameters():
-            param.requires_grad_(True)
+            with trainable(model.fc1, model.fc2):  # the layers from the selected neurons to the output
+                fit(model, retrain, epochs=p["retrain_epochs"], lr=p["retrain_lr"], batch_size=p["batch_size"], generator=ctx.generator, stage="retrain", progress=ctx.progress)
         return AttackOutput(model, [trigger])

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,74 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arena.inversion import inversion_prior, invert_model
 from arena.models import init_weights
+from arena.outliers import anomaly_indices
 from arena.params import Choice, Float, Int, Space
 from arena.protocol import DefenseOutcome, Split, Verdict
 from arena.registry import register_defender
+from arena.repair import unlearn
 from arena.strategy import Defender, DefenseContext
-from arena.training import fit, predict
-from defenders.neural_cleanse import anomaly_indices
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode with its weights out of autograd; restored on exit."""
-    was_training, grads = model.training, [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, g in zip(model.parameters(), grads):
-            p.requires_grad_(g)
-        model.train(was_training)
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of neighbouring pixels, per image: (N,)."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
-    return dh + dw
-
-
-# The prior's weights are set for an 8x8 image and scaled by the pixel count: its terms are
-# per-pixel means, so without the scale their pull on each pixel would weaken as images grow
-# while the classifier's does not (on 28x28 Fashion-MNIST the unscaled prior left cluttered
-# inverted images and the backdoored seed-0 model unflagged; scaled, it is flagged).
-PRIOR_REFERENCE_PIXELS = 64
-
-
-def inversion_prior(x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-    """The image prior of model inversion, per image: total variation (smooth strokes), L2 (a dark
-    background) and x·(1 − x) (pixels near 0 or 1, as in the ink-on-paper images of the tasks)."""
-    flat = x.flatten(1)
-    scale = flat.shape[1] / PRIOR_REFERENCE_PIXELS
-    return scale * (p["tv_weight"] * total_variation(x) + p["l2_weight"] * flat.pow(2).mean(1) + p["binary_weight"] * (flat * (1 - flat)).mean(1))
-
-
-def invert_model(model: nn.Module, num_classes: int, input_shape: tuple[int, int, int], p: dict[str, Any], generator: torch.Generator) -> Split:
-    """Model inversion: a substitute training set recovered from the model alone.
-
-    `samples_per_class` inputs per label start from uniform noise and are optimised by Adam (on a
-    sigmoid parameterisation, so pixels stay in [0, 1]) to minimise CE(f(x), label) plus the
-    image prior. Fresh Gaussian noise is added to the inputs the model sees at every step, so the
-    recovered samples sit inside their class's region rather than on its edge (samples a hair
-    from every other class would make every label's trigger look small).
-    """
-    labels = torch.arange(num_classes).repeat_interleave(p["samples_per_class"])
-    start = torch.rand(len(labels), *input_shape, generator=generator).clamp(1e-3, 1 - 1e-3)
-    raw = torch.logit(start).requires_grad_()
-    opt = torch.optim.Adam([raw], lr=p["inversion_lr"])
-    with frozen(model):
-        for _ in range(p["inversion_steps"]):
-            x = torch.sigmoid(raw)
-            noisy = x + p["inversion_noise"] * torch.randn(x.shape, generator=generator)
-            loss = F.cross_entropy(model(noisy), labels) + inversion_prior(x, p).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return Split(torch.sigmoid(raw).detach(), labels)
+from arena.training import frozen, predict
 
 
 class TriggerGenerator(nn.Module):
@@ -160,13 +99,14 @@ class DeepInspect(Defender):
     Framework for Deep Neural Networks" (IJCAI 2019).
     (1) Model inversion recovers a substitute training set from the model alone (the clean split
     is not used for detection): `samples_per_class` inputs per label, optimised from noise until
-    the model assigns the label, under an image prior. (2) One conditional generator G(z, t), an
-    MLP fed noise z and a one-hot target t, is trained against the frozen model so that
-    f(clip(x + G(z, t))) = t for inverted samples x of other labels: loss CE + λ·‖G(z, t)‖₁.
+    the model assigns the label, under an image prior (arena/inversion.py). (2) One conditional
+    generator G(z, t), an MLP fed noise z and a one-hot target t, is trained against the frozen
+    model so that f(clip(x + G(z, t))) = t for inverted samples x of other labels: loss
+    CE + λ·‖G(z, t)‖₁.
     (3) A label's test statistic is the mean L1 norm of its generated triggers; labels whose
-    lower-side anomaly index (median − value over 1.4826·MAD, Neural Cleanse's
-    `anomaly_indices`) exceeds `threshold` are flagged; the score is the largest index.
-    (4) `fine_tune` mitigation patches a flagged model with the shared training loop: clean
+    lower-side anomaly index (median − value over 1.4826·MAD, arena/outliers.py, as in Neural
+    Cleanse) exceeds `threshold` are flagged; the score is the largest index.
+    (4) `fine_tune` mitigation patches a flagged model by unlearning (arena/repair.py): clean
     inputs, a `patch_rate` share of them stamped with generated triggers of the flagged labels,
     all kept at their true labels.
     Deviations: the generator has no discriminator (the paper's GAN term) and a plain L1 penalty
@@ -176,8 +116,8 @@ class DeepInspect(Defender):
     threshold (2, about a Gaussian test at α = 0.05) instead of the paper's DMAD-based
     hypothesis test at significance 0.05; patching uses the defender's clean split stamped with
     generated triggers rather than generated samples. Defaults were tuned on 8x8 `digits`; the
-    prior's weights scale with the pixel count (`PRIOR_REFERENCE_PIXELS`), without which the
-    28x28 Fashion-MNIST inversions were cluttered and nothing was flagged. 124-224 s per
+    prior's weights scale with the pixel count (arena.inversion.PRIOR_REFERENCE_PIXELS), without
+    which the 28x28 Fashion-MNIST inversions were cluttered and nothing was flagged. 124-224 s per
     Fashion-MNIST model on one thread (benchmarks/results/defenses-fashion_mnist-deep_inspect.json,
     from `python benchmarks/defenses.py --defenders deep_inspect --seeds 0 1 2 --home DIR`);
     detection figures in benchmarks/RESULTS.md.
@@ -213,11 +153,22 @@ class DeepInspect(Defender):
         patch_lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate of patching"),
     )
 
+    def invert(self, model: nn.Module, ctx: DefenseContext) -> Split:
+        """Step (1), model inversion (arena/inversion.py): `samples_per_class` inputs per label from
+        uniform noise, under the image prior `inversion_prior`, with fresh Gaussian noise on the
+        inputs the model sees at every step, so the recovered samples sit inside their class's
+        region rather than on its edge (samples a hair from every other class would make every
+        label's trigger look small)."""
+        p, task = self.params, ctx.task
+        prior = lambda x: inversion_prior(x, p).mean()  # noqa: E731
+        steps, lr, noise = p["inversion_steps"], p["inversion_lr"], p["inversion_noise"]
+        return invert_model(model, task.num_classes, p["samples_per_class"], task.input_shape, steps=steps, lr=lr, prior=prior, generator=ctx.generator, start="uniform", noise=noise)
+
     def inspect(self, model: nn.Module, ctx: DefenseContext) -> tuple[TriggerGenerator, list[LabelTriggerStats]]:
         """Steps (1)-(2) and the per-label statistics: the trained generator and what each label costs."""
         task = ctx.task
         ctx.progress("model inversion", 0, 3)
-        inverted = invert_model(model, task.num_classes, task.input_shape, self.params, ctx.generator)
+        inverted = self.invert(model, ctx)
         ctx.progress("trigger generator", 1, 3)
         gen = train_generator(model, inverted, task.num_classes, self.params, ctx.generator)
         ctx.progress("perturbation statistics", 2, 3)
@@ -235,11 +186,10 @@ class DeepInspect(Defender):
         return DefenseOutcome(model=self._patch(model, gen, flagged, ctx), verdict=verdict)
 
     def _patch(self, model: nn.Module, gen: TriggerGenerator, flagged: list[int], ctx: DefenseContext) -> nn.Module:
-        clean = ctx.clean
-        count = max(1, round(self.params["patch_rate"] * len(clean)))
-        idx = torch.randperm(len(clean), generator=ctx.generator)[:count]
-        target = torch.tensor(flagged)[torch.randint(0, len(flagged), (count,), generator=ctx.generator)]
-        with torch.no_grad():
-            stamped = (clean.x[idx] + gen(gen.noise(count, ctx.generator), target)).clamp(0, 1)
-        data = Split(torch.cat([clean.x, stamped]), torch.cat([clean.y, clean.y[idx]]))
-        return fit(model, data, epochs=self.params["patch_epochs"], lr=self.params["patch_lr"], batch_size=32, generator=ctx.generator, stage="patch", progress=ctx.progress)
+        def stamp(subset: Split) -> Split:
+            target = torch.tensor(flagged)[torch.randint(0, len(flagged), (len(subset),), generator=ctx.generator)]
+            with torch.no_grad():
+                return Split((subset.x + gen(gen.noise(len(subset), ctx.generator), target)).clamp(0, 1), subset.y)
+
+        p = self.params
+        return unlearn(model, ctx.clean, p["patch_rate"], stamp, p["patch_epochs"], p["patch_lr"], ctx.generator, stage="patch", progress=ctx.progress)

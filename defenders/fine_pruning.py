@@ -6,9 +6,8 @@ from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
+from arena.repair import FINE_TUNE_SPACE, PRUNE_SPACE, fine_tune
 from arena.strategy import Defender, DefenseContext
-from defenders.fine_tuning import FINE_TUNE_SPACE, fine_tune
-from defenders.pruning import PRUNE_SPACE
 
 
 @register_defender
@@ -34,4 +33,4 @@ class FinePruning(Defender):
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
         prune_by_activation(model, ctx.clean, self.params["max_accuracy_drop"], self.params["max_prune_fraction"])
-        return DefenseOutcome(model=fine_tune(model, ctx.clean, self.params, ctx))
+        return DefenseOutcome(model=fine_tune(model, ctx.clean, self.params, ctx.generator, ctx.progress))

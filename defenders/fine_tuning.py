@@ -1,28 +1,11 @@
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from torch import nn
 
-from arena.params import Float, Int, Space
-from arena.protocol import DefenseOutcome, Split
+from arena.protocol import DefenseOutcome
 from arena.registry import register_defender
+from arena.repair import FINE_TUNE_SPACE, fine_tune
 from arena.strategy import Defender, DefenseContext
-from arena.training import fit
-
-FINE_TUNE_SPACE = Space(
-    steps=Int(300, 1, 1_000_000, help="optimiser steps of fine-tuning on the clean split"),
-    lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate"),
-    batch_size=Int(32, 1, 4096, help="minibatch size"),
-)
-
-
-def fine_tune(model: nn.Module, clean: Split, params: dict[str, Any], ctx: DefenseContext) -> nn.Module:
-    """Continue training on the clean split for about `steps` steps (whole epochs)."""
-    per_epoch = math.ceil(len(clean) / params["batch_size"])
-    epochs = max(1, round(params["steps"] / per_epoch))
-    return fit(model, clean, epochs=epochs, lr=params["lr"], batch_size=params["batch_size"], generator=ctx.generator, stage="fine-tune", progress=ctx.progress)
 
 
 @register_defender
@@ -43,4 +26,4 @@ class FineTuning(Defender):
     space = FINE_TUNE_SPACE
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
-        return DefenseOutcome(model=fine_tune(model, ctx.clean, self.params, ctx))
+        return DefenseOutcome(model=fine_tune(model, ctx.clean, self.params, ctx.generator, ctx.progress))

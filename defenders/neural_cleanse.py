@@ -7,19 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arena.outliers import anomaly_indices
 from arena.params import Bool, Choice, Float, Int, Space
 from arena.protocol import DefenseOutcome, InputFilter, Split, Verdict
-from arena.pruning import mean_channel_activation, set_pruned
+from arena.pruning import mean_channel_activation, prune_until
 from arena.registry import register_defender
+from arena.repair import unlearn
 from arena.strategy import Defender, DefenseContext
-from arena.training import accuracy, fit, predict
-
-MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of the standard deviation
+from arena.training import frozen, predict
+from arena.triggers import blend
 
 
 @dataclass(frozen=True)
 class ReversedTrigger:
-    """A reverse-engineered trigger: x' = (1 − mask)·x + mask·pattern."""
+    """A reverse-engineered trigger: x' = (1 − mask)·x + mask·pattern (arena.triggers.blend)."""
 
     label: int
     mask: torch.Tensor  # (H, W) in [0, 1]
@@ -31,7 +32,7 @@ class ReversedTrigger:
         return float(self.mask.abs().sum())
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return (1 - self.mask) * x + self.mask * self.pattern
+        return blend(x, self.mask, self.pattern)
 
 
 def trigger_success(model: nn.Module, trigger: ReversedTrigger, clean: Split) -> float:
@@ -56,34 +57,31 @@ def reverse_engineer(model: nn.Module, clean: Split, label: int, p: dict, genera
     mask_raw = (torch.randn(h, w, generator=generator) * 0.1).requires_grad_()
     pattern_raw = (torch.randn(c, h, w, generator=generator) * 0.1).requires_grad_()
     opt = torch.optim.Adam([mask_raw, pattern_raw], lr=p["nc_lr"], betas=(0.5, 0.9))
-    for param in model.parameters():
-        param.requires_grad_(False)
     cost, best, patience_up, patience_down = p["init_cost"], None, 0, 0
     target = torch.full((p["nc_batch_size"],), label, dtype=torch.long)
-    for _ in range(p["nc_steps"]):
-        idx = torch.randint(0, len(clean), (p["nc_batch_size"],), generator=generator)
-        mask = (torch.tanh(mask_raw) + 1) / 2
-        pattern = (torch.tanh(pattern_raw) + 1) / 2
-        logits = model((1 - mask) * clean.x[idx] + mask * pattern)
-        loss = F.cross_entropy(logits, target) + cost * mask.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        others = clean.y[idx] != label
-        success = float((logits.argmax(1)[others] == label).float().mean()) if bool(others.any()) else 0.0
-        if success >= p["target_success"]:
-            size = float(mask.detach().sum())
-            if best is None or size < best[0]:
-                best = (size, mask.detach().clone(), pattern.detach().clone())
-            patience_up, patience_down = patience_up + 1, 0
-        else:
-            patience_up, patience_down = 0, patience_down + 1
-        if patience_up >= p["patience"]:
-            cost, patience_up = cost * 1.5, 0
-        elif patience_down >= p["patience"]:
-            cost, patience_down = cost / 1.5**1.5, 0
-    for param in model.parameters():
-        param.requires_grad_(True)
+    with frozen(model):
+        for _ in range(p["nc_steps"]):
+            idx = torch.randint(0, len(clean), (p["nc_batch_size"],), generator=generator)
+            mask = (torch.tanh(mask_raw) + 1) / 2
+            pattern = (torch.tanh(pattern_raw) + 1) / 2
+            logits = model(blend(clean.x[idx], mask, pattern))
+            loss = F.cross_entropy(logits, target) + cost * mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            others = clean.y[idx] != label
+            success = float((logits.argmax(1)[others] == label).float().mean()) if bool(others.any()) else 0.0
+            if success >= p["target_success"]:
+                size = float(mask.detach().sum())
+                if best is None or size < best[0]:
+                    best = (size, mask.detach().clone(), pattern.detach().clone())
+                patience_up, patience_down = patience_up + 1, 0
+            else:
+                patience_up, patience_down = 0, patience_down + 1
+            if patience_up >= p["patience"]:
+                cost, patience_up = cost * 1.5, 0
+            elif patience_down >= p["patience"]:
+                cost, patience_down = cost / 1.5**1.5, 0
     if best is None:  # never succeeded: the whole last state stands, its size says "hard to reach"
         mask, pattern = ((torch.tanh(mask_raw) + 1) / 2).detach(), ((torch.tanh(pattern_raw) + 1) / 2).detach()
     else:
@@ -124,13 +122,6 @@ class PruneReport:
     accuracy_drop: float  # clean-split accuracy lost, after pruning
 
 
-def anomaly_indices(norms: torch.Tensor) -> torch.Tensor:
-    """MAD outlier score of each label's trigger norm, signed: positive below the median."""
-    median = norms.median()
-    mad = MAD_CONSISTENCY * (norms - median).abs().median()
-    return (median - norms) / mad.clamp(min=1e-12)
-
-
 @register_defender
 class NeuralCleanse(Defender):
     """Reverse-engineer a minimal trigger per label, flag labels whose trigger is an outlier, unlearn it.
@@ -138,9 +129,10 @@ class NeuralCleanse(Defender):
     Paper: Wang et al., "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural
     Networks" (S&P 2019). For every label, optimise a mask and pattern on the clean split with
     `CE + λ·|m|₁` (λ adapted so the reversed trigger keeps succeeding); take the masks' L1 norms;
-    the anomaly index of a label is its deviation below the median over 1.4826·MAD; labels above
-    2 are flagged. Mitigation: `unlearning` fine-tunes on clean inputs, a share of them stamped
-    with the flagged labels' reversed triggers and kept at their true labels; `pruning` removes
+    the anomaly index of a label is its deviation below the median over 1.4826·MAD
+    (arena/outliers.py); labels above 2 are flagged. Mitigation: `unlearning` (arena/repair.py)
+    fine-tunes on clean inputs, a share of them stamped with the flagged labels' reversed
+    triggers and kept at their true labels; `pruning` (arena.pruning's `prune_until`) removes
     the last-conv channels with the largest activation gap between reversed-trigger and clean
     inputs until the reversed trigger stops working (it sends at most `stop_success` of the
     clean inputs of other labels to its label) or the next channel would cost more than
@@ -215,30 +207,22 @@ class NeuralCleanse(Defender):
         return ActivationFilter(neurons, threshold)
 
     def _unlearn(self, model: nn.Module, ctx: DefenseContext, triggers: list[ReversedTrigger]) -> nn.Module:
-        clean = ctx.clean
-        count = max(1, round(self.params["unlearn_rate"] * len(clean)))
-        idx = torch.randperm(len(clean), generator=ctx.generator)[:count]
-        stamped = torch.cat([t.apply(clean.x[idx[i :: len(triggers)]]) for i, t in enumerate(triggers)])
-        labels = torch.cat([clean.y[idx[i :: len(triggers)]] for i in range(len(triggers))])
-        data = Split(torch.cat([clean.x, stamped]), torch.cat([clean.y, labels]))
-        return fit(model, data, epochs=self.params["unlearn_epochs"], lr=self.params["unlearn_lr"], batch_size=32, generator=ctx.generator, stage="unlearn", progress=ctx.progress)
+        def stamp(subset: Split) -> Split:  # the drawn share, dealt round-robin to the flagged labels' triggers
+            stamped = torch.cat([t.apply(subset.x[i :: len(triggers)]) for i, t in enumerate(triggers)])
+            return Split(stamped, torch.cat([subset.y[i :: len(triggers)] for i in range(len(triggers))]))
+
+        p = self.params
+        return unlearn(model, ctx.clean, p["unlearn_rate"], stamp, p["unlearn_epochs"], p["unlearn_lr"], ctx.generator, stage="unlearn", progress=ctx.progress)
 
     def prune(self, model: nn.Module, ctx: DefenseContext, triggers: list[ReversedTrigger]) -> PruneReport:
         """The pruning mitigation: remove last-conv channels in decreasing order of their activation
         gap (reversed-trigger minus clean inputs) until every flagged reversed trigger succeeds on
         at most `stop_success` of the clean inputs of other labels, or until the next channel would
-        cost more than `max_accuracy_drop` of clean accuracy (that channel is kept)."""
+        cost more than `max_accuracy_drop` of clean accuracy (that channel is kept); arena.pruning's
+        `prune_until`, at least one channel kept."""
         clean = ctx.clean
         gap = sum(mean_channel_activation(model, t.apply(clean.x)) for t in triggers) / len(triggers) - mean_channel_activation(model, clean.x)
-        base = accuracy(model, clean)
         success = lambda: max(trigger_success(model, t, clean) for t in triggers)  # noqa: E731
-        removed: list[int] = []
-        for channel in torch.argsort(gap, descending=True).tolist()[: len(gap) - 1]:
-            set_pruned(model, [channel])
-            if accuracy(model, clean) < base - self.params["max_accuracy_drop"]:
-                set_pruned(model, [channel], pruned=False)
-                return PruneReport(removed, "accuracy", success(), base - accuracy(model, clean))
-            removed.append(channel)
-            if (rate := success()) <= self.params["stop_success"]:
-                return PruneReport(removed, "trigger", rate, base - accuracy(model, clean))
-        return PruneReport(removed, "exhausted", success(), base - accuracy(model, clean))
+        order = torch.argsort(gap, descending=True).tolist()[: len(gap) - 1]
+        result = prune_until(model, order, clean, self.params["max_accuracy_drop"], stop=lambda: success() <= self.params["stop_success"])
+        return PruneReport(result.channels, "trigger" if result.stopped == "stop" else result.stopped, success(), result.accuracy_drop)

@@ -2,16 +2,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
+from arena.repair import PRUNE_SPACE
 from arena.strategy import Defender, DefenseContext
-
-PRUNE_SPACE = Space(
-    max_accuracy_drop=Float(0.04, 0.0, 1.0, help="stop before clean accuracy falls more than this"),
-    max_prune_fraction=Float(0.95, 0.0, 1.0, low_open=True, help="never prune more than this share of channels"),
-)
 
 
 @register_defender

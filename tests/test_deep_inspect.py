@@ -3,11 +3,13 @@
 import pytest
 import torch
 
+from arena import outliers
 from arena.errors import ParamError, UnknownNameError
+from arena.inversion import inversion_prior
 from arena.match import prepare, run_match
 from arena.store import ArtifactStore
 from defenders import deep_inspect, neural_cleanse
-from defenders.deep_inspect import TriggerGenerator, inversion_prior
+from defenders.deep_inspect import TriggerGenerator
 
 # The same 10% clean budget as the Neural Cleanse tests, so the attacked models are shared. Only
 # the patching uses the clean split; detection runs on model-inverted samples.
@@ -76,5 +78,5 @@ def test_inversion_prior_prefers_smooth_dark_binary_images():
     assert prior[0] < prior[1] < min(prior[2], prior[3])
 
 
-def test_detection_reuses_the_neural_cleanse_anomaly_index():
-    assert deep_inspect.anomaly_indices is neural_cleanse.anomaly_indices
+def test_detection_uses_the_shared_anomaly_index():
+    assert deep_inspect.anomaly_indices is neural_cleanse.anomaly_indices is outliers.anomaly_indices
