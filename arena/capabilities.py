@@ -30,7 +30,11 @@ class Prunable(Protocol):
 
 @runtime_checkable
 class HasHiddenLayer(Protocol):
-    """A model with a dense hidden layer before its output layer, whose post-ReLU activations it exposes."""
+    """A model whose last two layers are dense: `fc1` into a hidden layer, whose post-ReLU
+    activations it exposes, and `fc2` from it to the logits (arena.models.BadNetsCNN)."""
+
+    fc1: nn.Linear
+    fc2: nn.Linear
 
     def hidden_activations(self, x: torch.Tensor) -> torch.Tensor: ...
 

@@ -153,7 +153,8 @@ def prepare(
     a = attacker_cls(**(attacker_params or {}))
     d = defender_cls(**(defender_params or {}))
     task = task_for(dataset, architecture, epochs)
-    build_model(task)  # unknown architecture: an error now, not after training
+    if (reason := not_applicable_reason(a, build_model(task))) is not None:  # an unknown architecture fails here too
+        raise ParamError(f"{reason}: the architecture {architecture!r} cannot carry this attack.")
     a.check_task(task)
     d.check_task(task)
     if not 0.0 < clean_budget <= 0.5:

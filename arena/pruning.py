@@ -10,25 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 import torch
 from torch import nn
 
-from arena.models import ChannelMask
+from arena.capabilities import Prunable
 from arena.protocol import Split
 from arena.training import accuracy
-
-
-class Prunable(Protocol):
-    """A model with a prunable last conv layer (arena.models' architectures): its channels'
-    activations before and after the ReLU, and the mask that prunes them."""
-
-    mask: ChannelMask
-
-    def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def prunable(model: nn.Module) -> Prunable:

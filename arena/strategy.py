@@ -44,9 +44,7 @@ class Strategy(ABC):
 
     def required_capabilities(self) -> tuple[type, ...]:
         """What this configuration needs of a model (override where it depends on the hyperparameters)."""
-        from arena.capabilities import Prunable  # TEMPORARY until the defenders declare `requires`
-
-        return self.requires + ((Prunable,) if getattr(self, "requires_prunable", False) else ())
+        return self.requires
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 
 from arena.attacks import PATCH_SPACE, TRAINING_SPACE, PoisoningAttacker, patch_trigger
+from arena.capabilities import Prunable
 from arena.params import Float, Int, Space
 from arena.protocol import AttackOutput, TaskSpec, Trigger
 from arena.pruning import mean_channel_activation
@@ -29,6 +30,7 @@ class Boosted(PoisoningAttacker):
     version = "1"
     paper = "Dolan-Gavitt & Garg. Backdoor Attacks on Deep Neural Networks (talk), backdoor boosting"
     deviations = "boosts the published model's last-conv channels, not a transferred model"
+    requires = (Prunable,)
     space = (
         PATCH_SPACE
         | TRAINING_SPACE

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 
 from arena.attacks import PATCH_SPACE, TRAINING_SPACE, patch_trigger, train_from_scratch
+from arena.capabilities import Prunable
 from arena.params import Float, Space
 from arena.protocol import AttackOutput, TaskSpec
 from arena.pruning import max_preactivation, prune_by_activation, set_pruned
@@ -31,6 +32,7 @@ class PruningAware(Attacker):
     version = "1"
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
     deviations = "pruning accuracy measured on the attacker's own data; poisoned retraining for a fraction of the budget"
+    requires = (Prunable,)
     space = (
         PATCH_SPACE
         | TRAINING_SPACE

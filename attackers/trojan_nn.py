@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from arena.attacks import TARGET_SPACE, TRAINING_SPACE, all_to_one, train_from_scratch
+from arena.capabilities import HasHiddenLayer
 from arena.inversion import batch_total_variation, invert_model
 from arena.params import Choice, Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
@@ -26,10 +27,9 @@ def select_neurons(model: nn.Module, count: int) -> torch.Tensor:
     return model.fc1.weight.detach().abs().sum(dim=1).topk(count).indices
 
 
-def generate_trigger(model: nn.Module, mask: torch.Tensor, neurons: torch.Tensor, goal_value: float, steps: int, generator: torch.Generator) -> torch.Tensor:
+def generate_trigger(model: nn.Module, channels: int, mask: torch.Tensor, neurons: torch.Tensor, goal_value: float, steps: int, generator: torch.Generator) -> torch.Tensor:
     """The pattern under `mask` that drives the selected neurons towards `goal_value` (TrojanNN's
     trigger generation: gradient descent on the pattern, starting from noise, on a blank image)."""
-    channels = model.conv1.in_channels
     raw = (torch.rand(channels, *mask.shape, generator=generator) * 2 - 1).requires_grad_()
     opt = torch.optim.Adam([raw], lr=0.1)
     for _ in range(steps):
@@ -82,6 +82,7 @@ class TrojanNN(Attacker):
     version = "1"
     paper = "Liu, Ma, Aafer, Lee, Zhai, Wang, Zhang. Trojaning Attack on Neural Networks (NDSS 2018)"
     deviations = "retrains on a small real sample by default (inversion from noise is the option); square mask only"
+    requires = (HasHiddenLayer,)
     space = (
         TARGET_SPACE
         | Space(
@@ -123,7 +124,7 @@ class TrojanNN(Attacker):
             neurons = select_neurons(model, min(p["neurons"], model.fc1.out_features))
             peak = float(model.hidden_activations(data.x)[:, neurons].max())
             mask = square_mask(task, p["trigger_area"], p["trigger_margin"])
-            pattern = generate_trigger(model, mask, neurons, p["neuron_gain"] * max(peak, 1e-3), p["trigger_steps"], ctx.generator)
+            pattern = generate_trigger(model, task.input_shape[0], mask, neurons, p["neuron_gain"] * max(peak, 1e-3), p["trigger_steps"], ctx.generator)
             trigger = MaskedTrigger(goal, mask, pattern, name="trojan")
             retrain = concat(data, poisoned_copies(data, trigger, p["poison_rate"], ctx.generator, task.num_classes))
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from arena.capabilities import Prunable
 from arena.params import Float, Space
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
@@ -28,7 +29,7 @@ class FinePruning(Defender):
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
     deviations = "Adam optimiser for the fine-tuning step; budget in steps; prunes to a 15% accuracy drop (paper: 4%)"
     min_clean = 10
-    requires_prunable = True
+    requires = (Prunable,)
     space = PRUNE_SPACE | FINE_TUNE_SPACE | Space(max_accuracy_drop=Float(0.15, 0.0, 1.0, help="prune until clean accuracy falls this much"))
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:

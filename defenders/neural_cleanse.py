@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arena.capabilities import Prunable
 from arena.outliers import anomaly_indices
 from arena.params import Bool, Choice, Float, Int, Space
 from arena.protocol import DefenseOutcome, InputFilter, Split, Verdict
@@ -178,6 +179,9 @@ class NeuralCleanse(Defender):
             triggers.append(reverse_engineer(model, ctx.clean, label, self.params, ctx.generator))
             ctx.progress("reverse-engineer triggers", label + 1, ctx.task.num_classes)
         return triggers
+
+    def required_capabilities(self) -> tuple[type, ...]:
+        return (Prunable,) if self.params["mitigation"] == "pruning" else ()
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
         model.eval()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from arena.capabilities import Prunable
 from arena.protocol import DefenseOutcome
 from arena.pruning import prune_by_activation
 from arena.registry import register_defender
@@ -24,7 +25,7 @@ class Pruning(Defender):
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
     deviations = "one clean split ranks channels and measures the accuracy drop"
     min_clean = 10
-    requires_prunable = True
+    requires = (Prunable,)
     space = PRUNE_SPACE
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:

@@ -200,3 +200,10 @@ def test_a_plugin_trigger_kind_architecture_and_dataset_play_in_tournament_worke
     manifest = json.loads((ray_session / "models" / f"{suite.attack_specs()[1].key}.json").read_text())
     origins = {(o["registry"], o["name"]): (o["module"], o["distribution"]) for o in manifest["origins"]}
     assert origins == {("trigger kind", "stripes"): ("arena_extras", "arena_extras"), ("architecture", "tiny_mlp"): ("arena_extras", "arena_extras")}
+
+
+def test_an_attacker_that_cannot_train_the_suite_architecture_is_refused_at_validation(ray_session):
+    from arena.suite import SuiteError
+
+    with pytest.raises(SuiteError, match="pruning_aware.*Prunable.*tiny_mlp"):
+        parse_suite({"dataset": "digits", "architecture": "tiny_mlp", "seeds": [0], "attackers": ["pruning_aware"], "defenders": ["none"]}, "bad")
