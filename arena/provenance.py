@@ -91,8 +91,9 @@ def _source_digest(path: str) -> str:
 
 def strategy_modules(cls: type) -> list[str]:
     """The modules whose code a strategy class runs, within its own package: its module, the
-    modules of its base classes, and the modules of what its module uses by name (a defense
-    built on another module of `defenders`, an attack inheriting from another attack)."""
+    modules of its base classes, and the modules of what its module uses by name (a plugin's
+    defense built on another module of its package). Built-ins share code only through arena's
+    library modules (docs/design.md §2), so theirs is their own module alone."""
     package = strategy_package(cls.__module__)
     inside = lambda name: name.startswith(package + ".") or name == package  # noqa: E731
     names = {cls.__module__} | {base.__module__ for base in cls.__mro__ if inside(base.__module__)}

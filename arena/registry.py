@@ -225,8 +225,8 @@ class StrategyRegistry(Registry[T]):
         return self.all_entries()
 
 
-ATTACKERS: StrategyRegistry[type[Attacker]] = StrategyRegistry("attacker", "Attacker", "attackers", "arena.attackers")
-DEFENDERS: StrategyRegistry[type[Defender]] = StrategyRegistry("defender", "Defender", "defenders", "arena.defenders")
+ATTACKERS: StrategyRegistry[type[Attacker]] = StrategyRegistry("attacker", "Attacker", "arena.attackers", "arena.attackers")
+DEFENDERS: StrategyRegistry[type[Defender]] = StrategyRegistry("defender", "Defender", "arena.defenders", "arena.defenders")
 
 register_attacker: Callable[[type[Attacker]], type[Attacker]] = ATTACKERS.register
 register_defender: Callable[[type[Defender]], type[Defender]] = DEFENDERS.register

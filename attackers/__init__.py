@@ -1,6 +1,6 @@
 """Built-in attack strategies: one module each. Importing this package registers them."""
 
-from attackers import (  # noqa: F401
+from arena.attackers import (  # noqa: F401
     all_to_all,
     badnets,
     blended,

@@ -62,7 +62,7 @@ def main() -> None:
     from arena.store import ArtifactStore
     from arena.strategy import DefenseContext
     from arena.triggers import trigger_from_dict
-    from defenders.neural_cleanse import NeuralCleanse
+    from arena.defenders.neural_cleanse import NeuralCleanse
 
     torch.set_num_threads(args.threads)
     store = ArtifactStore()

@@ -1,6 +1,6 @@
 """Built-in defense strategies: one module each. Importing this package registers them."""
 
-from defenders import (  # noqa: F401
+from arena.defenders import (  # noqa: F401
     deep_inspect,
     feature_squeezing,
     fine_pruning,

@@ -93,7 +93,7 @@ def test_trigger_combination_without_negatives_also_fires_on_a_half(store):
 
 
 def test_clean_label_never_changes_a_label_and_needs_its_adversarial_step(store, monkeypatch):
-    import attackers.clean_label as module
+    import arena.attackers.clean_label as module
 
     seen = []
     original = module.train_from_scratch
@@ -160,7 +160,7 @@ def test_trojan_nn_optimised_trigger_beats_a_random_pattern_under_the_same_mask(
     stronger one than the random pattern (other trojaning generators gave the same order)."""
     import copy
 
-    import attackers.trojan_nn as module
+    import arena.attackers.trojan_nn as module
     from arena.attacks import train_from_scratch
     from arena.strategy import AttackContext
 
@@ -174,7 +174,7 @@ def test_trojan_nn_optimised_trigger_beats_a_random_pattern_under_the_same_mask(
 
     optimised = trojaned()
     # the same draw from the generator as the optimisation's starting point, so everything after it matches
-    monkeypatch.setattr(module, "generate_trigger", lambda model, mask, neurons, goal, steps, generator: torch.rand(model.conv1.in_channels, *mask.shape, generator=generator))
+    monkeypatch.setattr(module, "generate_trigger", lambda model, channels, mask, neurons, goal, steps, generator: torch.rand(channels, *mask.shape, generator=generator))
     random = trojaned()
     (opt_trigger,), (random_trigger,) = optimised.triggers, random.triggers
     assert torch.equal(opt_trigger.mask_values, random_trigger.mask_values) and int(opt_trigger.mask_values.sum()) == 4
@@ -194,7 +194,7 @@ def test_trojannet_publishes_a_declared_wrapper_whose_host_decides_clean_inputs(
 
 
 def test_an_undeclared_architecture_change_is_refused():
-    from attackers.trojannet import TrojanNet
+    from arena.attackers.trojannet import TrojanNet
 
     class Sneaky(TrojanNet):
         name = "sneaky"

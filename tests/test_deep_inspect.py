@@ -8,8 +8,8 @@ from arena.errors import ParamError, UnknownNameError
 from arena.inversion import inversion_prior
 from arena.match import prepare, run_match
 from arena.store import ArtifactStore
-from defenders import deep_inspect, neural_cleanse
-from defenders.deep_inspect import TriggerGenerator
+from arena.defenders import deep_inspect, neural_cleanse
+from arena.defenders.deep_inspect import TriggerGenerator
 
 # The same 10% clean budget as the Neural Cleanse tests, so the attacked models are shared. Only
 # the patching uses the clean split; detection runs on model-inverted samples.

@@ -12,7 +12,7 @@ from arena.pruning import pruned_channels
 from arena.store import ArtifactStore
 from arena.strategy import DefenseContext
 from arena.training import predict
-from defenders.neural_cleanse import NeuralCleanse
+from arena.defenders.neural_cleanse import NeuralCleanse
 
 # Detection on 8x8 digits is less clear-cut than on 28x28 images (a handful of pixels turns
 # many digits into others), so these tests use a 10% clean budget and the default search.
@@ -102,7 +102,7 @@ def test_feature_squeezing_rejects_triggered_inputs_at_its_calibrated_rate(store
 
 
 def test_median_smoothing_keeps_the_shape_for_even_and_odd_windows():
-    from defenders.feature_squeezing import median_smooth, reduce_bit_depth
+    from arena.defenders.feature_squeezing import median_smooth, reduce_bit_depth
 
     x = torch.rand(3, 1, 8, 8)
     for window in (2, 3, 5):

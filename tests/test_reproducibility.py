@@ -151,11 +151,27 @@ def test_a_code_fingerprint_ignores_documentation_and_follows_code(tmp_path):
     assert digests["a"] == digests["b"] != digests["c"]
 
 
-def test_a_fingerprint_covers_the_strategy_code_a_strategy_builds_on():
-    from arena.provenance import strategy_modules
+def test_a_fingerprint_covers_the_strategy_code_a_strategy_builds_on(tmp_path, monkeypatch):
+    import importlib
+
+    from arena.provenance import code_fingerprint, strategy_modules
     from arena.registry import ATTACKERS
 
-    # built-ins share code only through arena's library modules (tests/test_layering.py), which are not part of a fingerprint
-    assert strategy_modules(ATTACKERS.get("boosted")) == ["attackers.boosted"]
-    assert strategy_modules(DEFENDERS.get("deep_inspect")) == ["defenders.deep_inspect"]
-    assert strategy_modules(DEFENDERS.get("strip")) == ["defenders.strip"]
+    # built-ins share code only through arena's library modules, which are not part of a fingerprint
+    assert strategy_modules(ATTACKERS.get("boosted")) == ["arena.attackers.boosted"]
+    assert strategy_modules(DEFENDERS.get("strip")) == ["arena.defenders.strip"]
+    # a plugin package whose defense subclasses another of its modules: both are covered
+    package = tmp_path / "fp_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("from arena import Defender, DefenseOutcome\n\nclass Base(Defender):\n    def run(self, model, ctx):\n        return DefenseOutcome()\n")
+    (package / "child.py").write_text("from fp_plugin.base import Base\n\nclass Child(Base):\n    name = 'child'\n    version = '1'\n    paper = 'p'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    child = importlib.import_module("fp_plugin.child").Child
+    assert strategy_modules(child) == ["fp_plugin.base", "fp_plugin.child"]
+    before = code_fingerprint(child)
+    (package / "base.py").write_text((package / "base.py").read_text().replace("DefenseOutcome()", "DefenseOutcome(model=model)"))
+    from arena.provenance import _source_digest
+
+    _source_digest.cache_clear()
+    assert code_fingerprint(child) != before  # a change in the module it builds on moves its fingerprint
