@@ -50,46 +50,60 @@ def exploitability(matrix: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.max(a @ y) - np.min(x @ a))
 
 
-def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
-    """max_x min_j (xᵀA)_j over mixtures x: the row player's LP."""
+def _maximin(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """max_x min_j (xᵀA)_j over mixtures x: the row player's LP. Returns the value, an optimal
+    row mixture and, from the LP's dual, an optimal column mixture (one LP solves both sides).
+    HiGHS' interior point method (with crossover to a vertex) is the fastest of its methods
+    on dense games: 1000x1000 in about a third of the simplex's time."""
     m, n = a.shape
     # variables (x_1..x_m, v); minimise -v; A_jᵀx >= v  <=>  -Aᵀx + v <= 0
     c = np.zeros(m + 1)
     c[-1] = -1.0
     a_ub = np.hstack([-a.T, np.ones((n, 1))])
     a_eq = np.hstack([np.ones((1, m)), np.zeros((1, 1))])
-    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=[(0, None)] * m + [(None, None)], method="highs")
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(n), A_eq=a_eq, b_eq=[1.0], bounds=[(0, None)] * m + [(None, None)], method="highs-ipm")
     if not res.success:  # pragma: no cover - a bounded feasible LP always solves
         raise RuntimeError(f"linear program failed: {res.message}")
     x = np.clip(res.x[:m], 0, None)
-    return float(res.x[-1]), x / x.sum()
+    y = np.clip(-res.ineqlin.marginals, 0, None)  # the constraints' prices: the column player's mixture
+    return float(res.x[-1]), x / x.sum(), y / y.sum()
 
 
-def _max_entropy(a: np.ndarray, value: float, start: np.ndarray) -> np.ndarray:
-    """The maximum-entropy mixture among those that guarantee `value` against every column."""
+def _max_entropy(a: np.ndarray, value: float, start: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The maximum-entropy mixture among those that guarantee `value` against every column.
+
+    Solved through its convex dual on the part of the game that matters, so a 1000x1000 game
+    takes a fraction of a second. Only rows that are best responses to the opponent's optimal
+    mixture `other` can carry weight (complementary slackness), and only columns tight at the
+    LP's own optimum `start` can bind: a column slack at one optimal mixture is slack on the
+    relative interior of the optimal set, where the maximum-entropy mixture lies. On those rows
+    S and columns T the mixture is x ∝ exp(A[S, T] λ), with λ ≥ 0 minimising the dual
+    log Σ exp(A[S, T] λ) − value · Σ λ (L-BFGS-B). The answer is kept only if it still
+    guarantees the value; otherwise the LP's mixture stands.
+    """
     m = a.shape[0]
     if m == 1:
         return np.ones(1)
-    slack = 1e-9 * max(1.0, float(np.abs(a).max()))
+    scale = max(1.0, float(np.abs(a).max()))
+    rows = np.flatnonzero(a @ other >= value - 1e-7 * scale)
+    cols = np.flatnonzero(start @ a <= value + 1e-7 * scale)
+    if len(rows) <= 1:
+        return start
+    b = a[np.ix_(rows, cols)]
 
-    def neg_entropy(x: np.ndarray) -> float:
-        x = np.clip(x, 1e-300, None)
-        return float(np.sum(x * np.log(x)))
+    def dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        z = b @ lam
+        top = z.max()
+        w = np.exp(z - top)
+        total = w.sum()
+        return float(top + np.log(total) - value * lam.sum()), b.T @ (w / total) - value
 
-    def grad(x: np.ndarray) -> np.ndarray:
-        return np.log(np.clip(x, 1e-300, None)) + 1.0
-
-    constraints = [
-        {"type": "eq", "fun": lambda x: np.sum(x) - 1.0, "jac": lambda x: np.ones(m)},
-        {"type": "ineq", "fun": lambda x: a.T @ x - value + slack, "jac": lambda x: a.T},
-    ]
-    # start strictly inside the simplex, close to the LP optimum
-    x0 = 0.999 * start + 0.001 / m
-    res = minimize(neg_entropy, x0, jac=grad, bounds=[(0.0, 1.0)] * m, constraints=constraints, method="SLSQP", options={"maxiter": 500, "ftol": 1e-12})
-    x = np.clip(res.x, 0, None)
-    x = x / x.sum()
-    # keep the refinement only if it is still an equilibrium strategy
-    return x if np.min(x @ a) >= value - 1e-6 * max(1.0, float(np.abs(a).max())) else start
+    res = minimize(dual, np.zeros(len(cols)), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(cols), options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15})
+    z = b @ res.x
+    x = np.zeros(m)
+    x[rows] = np.exp(z - z.max())
+    x /= x.sum()
+    return x if np.min(x @ a) >= value - 1e-6 * scale else start
 
 
 def _tidy(p: np.ndarray) -> np.ndarray:
@@ -101,12 +115,9 @@ def _tidy(p: np.ndarray) -> np.ndarray:
 def solve_zero_sum(matrix: np.ndarray, max_entropy: bool = True) -> ZeroSumSolution:
     """Equilibrium of the zero-sum game where the row player receives `matrix` and the column player its negation."""
     a = _check(matrix)
-    value, x = _maximin(a)
-    value_col, y = _maximin(-a.T)  # the column player's maximin of −A
-    value_col = -value_col
+    value, x, y = _maximin(a)
     if max_entropy:
-        x = _tidy(_max_entropy(a, value, x))
-        y = _tidy(_max_entropy(-a.T, -value_col, y))
+        x, y = _tidy(_max_entropy(a, value, x, y)), _tidy(_max_entropy(-a.T, -value, y, x))
     return ZeroSumSolution(value=value, defender=x, attacker=y, exploitability=exploitability(a, x, y))
 
 

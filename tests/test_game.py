@@ -37,6 +37,14 @@ def test_max_entropy_picks_the_uniform_mixture_over_identical_rows():
     assert sol.defender == pytest.approx([0.5, 0.5], abs=1e-4)
 
 
+def test_max_entropy_picks_the_centre_of_a_face_of_equilibria_that_no_copy_explains():
+    # optimal defender mixtures are (t, t, 1 - 2t) for t in [0, 1/2]; the LP returns a vertex
+    # (t = 0 or 1/2), the maximum-entropy one is t = 1/3
+    sol = game.solve_zero_sum(np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]))
+    assert sol.value == pytest.approx(0.5, abs=1e-9)
+    assert sol.defender == pytest.approx([1 / 3] * 3, abs=1e-5)
+
+
 @pytest.mark.parametrize("bad", [np.zeros((0, 2)), np.array([[1.0, np.nan]]), np.array([1.0, 2.0])])
 def test_bad_matrices_are_refused(bad):
     with pytest.raises(ValueError):
