@@ -53,6 +53,7 @@ def main() -> None:
     os.environ["ARENA_HOME"] = args.home or tempfile.mkdtemp(prefix="arena-def-")
     sys.path.insert(0, str(Path(__file__).parents[1]))
     import torch
+    from arena.defenders.neural_cleanse import NeuralCleanse
 
     from arena import metrics
     from arena.data import load_dataset, player_splits
@@ -62,7 +63,6 @@ def main() -> None:
     from arena.store import ArtifactStore
     from arena.strategy import DefenseContext
     from arena.triggers import trigger_from_dict
-    from arena.defenders.neural_cleanse import NeuralCleanse
 
     torch.set_num_threads(args.threads)
     store = ArtifactStore()

@@ -161,6 +161,7 @@ def test_trojan_nn_optimised_trigger_beats_a_random_pattern_under_the_same_mask(
     import copy
 
     import arena.attackers.trojan_nn as module
+
     from arena.attacks import train_from_scratch
     from arena.strategy import AttackContext
 

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from arena.defenders import deep_inspect, neural_cleanse
+from arena.defenders.deep_inspect import TriggerGenerator
 
 from arena import outliers
 from arena.errors import ParamError, UnknownNameError
 from arena.inversion import inversion_prior
 from arena.match import prepare, run_match
 from arena.store import ArtifactStore
-from arena.defenders import deep_inspect, neural_cleanse
-from arena.defenders.deep_inspect import TriggerGenerator
 
 # The same 10% clean budget as the Neural Cleanse tests, so the attacked models are shared. Only
 # the patching uses the clean split; detection runs on model-inverted samples.

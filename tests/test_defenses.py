@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from arena.defenders.neural_cleanse import NeuralCleanse
 
 from arena.artifacts import obtain_attacked
 from arena.data import load_dataset, player_splits
@@ -12,7 +13,6 @@ from arena.pruning import pruned_channels
 from arena.store import ArtifactStore
 from arena.strategy import DefenseContext
 from arena.training import predict
-from arena.defenders.neural_cleanse import NeuralCleanse
 
 # Detection on 8x8 digits is less clear-cut than on 28x28 images (a handful of pixels turns
 # many digits into others), so these tests use a 10% clean budget and the default search.

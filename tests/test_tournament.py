@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from arena.match import prepare, run_match
 from arena.data import DATASETS
+from arena.match import prepare, run_match
 from arena.models import ARCHITECTURES
 from arena.registry import ATTACKERS, DEFENDERS
 from arena.results import ResultsStore

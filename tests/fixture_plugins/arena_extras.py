@@ -11,8 +11,8 @@ from torch import nn
 from arena import (
     AllToOne,
     Architecture,
-    AttackOutput,
     Attacker,
+    AttackOutput,
     Dataset,
     DatasetSource,
     Float,
