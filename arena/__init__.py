@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # type checkers see the names; at run time they load on first use
     from arena.capabilities import HasHiddenLayer, Prunable
     from arena.contract import AttackerContract, DefenderContract
-    from arena.data import Dataset, DatasetSource, load_dataset, register_dataset
+    from arena.data import Dataset, DatasetSource, register_dataset
     from arena.models import Architecture, build_model, register_architecture
     from arena.params import Bool, Choice, Float, Int, Space
     from arena.protocol import AllToOne, AttackOutput, DefenseOutcome, InputFilter, LabelMap, Split, TaskSpec, Trigger, Untargeted, Verdict, goal_from_dict
@@ -35,7 +35,7 @@ _EXPORTS = {
     "arena.capabilities": ("Prunable", "HasHiddenLayer"),
     "arena.triggers": ("register_trigger", "poison"),
     "arena.models": ("Architecture", "register_architecture", "build_model"),
-    "arena.data": ("Dataset", "DatasetSource", "register_dataset", "load_dataset"),
+    "arena.data": ("Dataset", "DatasetSource", "register_dataset"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
@@ -70,7 +70,6 @@ __all__ = [
     "build_model",
     "fit",
     "goal_from_dict",
-    "load_dataset",
     "logits",
     "median_smooth",
     "poison",

@@ -39,9 +39,19 @@ class HasHiddenLayer(Protocol):
     def hidden_activations(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+def protocol_members(capability: type) -> set[str]:
+    """The attributes and methods a capability protocol declares (its own, not Protocol's)."""
+    return {name for name in vars(capability) if not name.startswith("_")} | set(getattr(capability, "__annotations__", {}))
+
+
 def missing_capabilities(model: nn.Module, required: tuple[type, ...]) -> list[str]:
-    """The names of the `required` capability protocols that `model` lacks."""
-    return [cap.__name__ for cap in required if not isinstance(model, cap)]
+    """The names of the `required` capability protocols that `model` lacks.
+
+    Each member is looked up with `hasattr`, as a strategy will use it: a torch module's layers
+    live in its `_modules` and are found only through `nn.Module.__getattr__`, which the static
+    lookup of `isinstance(model, Protocol)` skips from Python 3.12 on; and a wrapper's property
+    that forwards to a host without the member raises AttributeError, so it counts as missing."""
+    return [cap.__name__ for cap in required if not all(hasattr(model, member) for member in protocol_members(cap))]
 
 
 def not_applicable_reason(strategy: Any, model: nn.Module) -> str | None:

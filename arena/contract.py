@@ -89,10 +89,11 @@ class _FenceDatasets:
         def fence(name: str) -> Any:
             raise BoundaryViolation("the strategy loaded a dataset itself; it must use only what its context gives it")
 
+        self.previous = data_module._fence
         data_module._fence = fence
 
     def __exit__(self, *exc: Any) -> None:
-        data_module._fence = None
+        data_module._fence = self.previous
 
 
 def _tiny() -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arena.errors import DatasetMissingError, ParamError, UsageError
+from arena.errors import ArenaError, DatasetMissingError, ParamError, UsageError
 from arena.protocol import Split
 from arena.registry import RegistrationError, Registry
 
@@ -201,7 +201,13 @@ def load_dataset(name: str) -> Dataset:
 
 @lru_cache(maxsize=4)
 def _load_dataset(name: str) -> Dataset:
-    dataset = DATASETS.get(name).load()
+    source = DATASETS.get(name)
+    try:
+        dataset = source.load()
+    except ArenaError:
+        raise
+    except Exception as exc:  # a plugin loader's own failure, named
+        raise UsageError(f"the loader of dataset {name!r} (module {source.module}) failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(dataset, Dataset) or dataset.name != name:
         raise UsageError(f"the loader of dataset {name!r} returned {dataset!r}, not an arena.data.Dataset named {name!r}.")
     return dataset

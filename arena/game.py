@@ -72,37 +72,50 @@ def _maximin(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
 def _max_entropy(a: np.ndarray, value: float, start: np.ndarray, other: np.ndarray) -> np.ndarray:
     """The maximum-entropy mixture among those that guarantee `value` against every column.
 
-    Solved through its convex dual on the part of the game that matters, so a 1000x1000 game
-    takes a fraction of a second. Only rows that are best responses to the opponent's optimal
-    mixture `other` can carry weight (complementary slackness), and only columns tight at the
-    LP's own optimum `start` can bind: a column slack at one optimal mixture is slack on the
-    relative interior of the optimal set, where the maximum-entropy mixture lies. On those rows
-    S and columns T the mixture is x ∝ exp(A[S, T] λ), with λ ≥ 0 minimising the dual
-    log Σ exp(A[S, T] λ) − value · Σ λ (L-BFGS-B). The answer is kept only if it still
-    guarantees the value; otherwise the LP's mixture stands.
+    A game whose optimal set is one point (generic games) needs no refinement; otherwise it is
+    solved through its convex dual, so a 1000x1000 game takes seconds. Only rows that are best
+    responses to the opponent's optimal mixture `other` can carry weight in any optimal mixture
+    (complementary slackness); on those rows S the answer is x ∝ exp(A[S, T] λ), with λ ≥ 0
+    minimising the dual log Σ exp(A[S, T] λ) − value · Σ λ (L-BFGS-B), where T holds the columns
+    that bind. T starts as the columns tight at the LP's own optimum `start` and grows by every
+    column the answer violates (the maximum-entropy mixture can make bind a column the LP's
+    vertex left slack), until none is violated. The answer is kept only if it guarantees the
+    value; otherwise the LP's mixture stands.
     """
     m = a.shape[0]
     if m == 1:
         return np.ones(1)
     scale = max(1.0, float(np.abs(a).max()))
     rows = np.flatnonzero(a @ other >= value - 1e-7 * scale)
-    cols = np.flatnonzero(start @ a <= value + 1e-7 * scale)
     if len(rows) <= 1:
         return start
-    b = a[np.ix_(rows, cols)]
+    # Every optimal mixture meets the columns the opponent plays with equality (complementary
+    # slackness); when those equations and Σx = 1 fix x on S, the optimal set is one point.
+    played = np.flatnonzero(other > 1e-9)
+    if np.linalg.matrix_rank(np.vstack([a[np.ix_(rows, played)].T, np.ones(len(rows))])) == len(rows):
+        return start
+    binding = start @ a <= value + 1e-7 * scale
+    x = start
+    for _ in range(a.shape[1]):
+        cols = np.flatnonzero(binding)
+        b = a[np.ix_(rows, cols)]
 
-    def dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
-        z = b @ lam
-        top = z.max()
-        w = np.exp(z - top)
-        total = w.sum()
-        return float(top + np.log(total) - value * lam.sum()), b.T @ (w / total) - value
+        def dual(lam: np.ndarray, b: np.ndarray = b) -> tuple[float, np.ndarray]:
+            z = b @ lam
+            top = z.max()
+            w = np.exp(z - top)
+            total = w.sum()
+            return float(top + np.log(total) - value * lam.sum()), b.T @ (w / total) - value
 
-    res = minimize(dual, np.zeros(len(cols)), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(cols), options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15})
-    z = b @ res.x
-    x = np.zeros(m)
-    x[rows] = np.exp(z - z.max())
-    x /= x.sum()
+        res = minimize(dual, np.zeros(len(cols)), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(cols), options={"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15})
+        z = b @ res.x
+        x = np.zeros(m)
+        x[rows] = np.exp(z - z.max())
+        x /= x.sum()
+        violated = (x @ a < value - 1e-9 * scale) & ~binding
+        if not violated.any():
+            break
+        binding |= violated
     return x if np.min(x @ a) >= value - 1e-6 * scale else start
 
 

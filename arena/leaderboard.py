@@ -62,7 +62,7 @@ class Board:
     detection: dict[str, dict[str, float]] = field(default_factory=dict)  # defender label -> rates
     numerics: dict[str, int] = field(default_factory=dict)  # numerics label -> rows computed under it
     stale: dict[str, str] = field(default_factory=dict)  # "attacker vs defender, seed s" -> why
-    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)  # (defender, attacker) -> why the defense cannot act there
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)  # (defender, attacker), as the matrix is indexed -> why the defense cannot act there
 
     @property
     def matrix(self) -> np.ndarray:
@@ -109,9 +109,11 @@ def build_board(frame: pd.DataFrame, suite: str, include_nonstealthy: bool = Fal
     attackers = [attackers[j] for j in keep_cols]
     cells = {m: c[:, keep_cols, :] for m, c in cells.items()}
     board = Board(suite, defenders, attackers, seeds, cells, excluded, detection=detection_table(f), numerics=numerics_counts(f))
-    if "not_applicable" in keep:
-        na = keep[keep.not_applicable.notna() & keep.defender_label.isin(defenders) & keep.attacker_label.isin(attackers)]
-        board.not_applicable = {(r.defender_label, r.attacker_label): str(r.not_applicable) for r in na.itertuples()}
+    if "not_applicable" in keep:  # a cell is n/a when the defense could act on none of its seeds' models
+        cells_in = keep[keep.defender_label.isin(defenders) & keep.attacker_label.isin(attackers)]
+        for (d, a), group in cells_in.groupby(["defender_label", "attacker_label"]):
+            if group.not_applicable.notna().all():
+                board.not_applicable[(str(d), str(a))] = str(group.not_applicable.iloc[0])
     marked = mark_stale(f)
     board.stale = {f"{r.attacker_label} vs {r.defender_label}, seed {r.seed}": str(r.stale_reason) for r in marked[marked.stale].itertuples()}
     if defenders and attackers:
@@ -209,7 +211,7 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
     }
     if board.not_applicable:  # n/a cells (docs/design.md §10): scored as the published model deployed as it is
         out["matrix"]["not_applicable"] = [[(d, a) in board.not_applicable for a in board.attackers] for d in board.defenders]
-        out["not_applicable"] = {f"{d} vs {a}": why for (d, a), why in sorted(board.not_applicable.items())}
+        out["not_applicable"] = {f"{a} vs {d}": why for (d, a), why in sorted(board.not_applicable.items())}
     return out
 
 
@@ -217,7 +219,7 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
 # Published files
 
 
-def _heatmap(path: Path, values: np.ndarray, rows: list[str], cols: list[str], title: str, cmap: str, vmin: float, vmax: float) -> None:
+def _heatmap(path: Path, values: np.ndarray, rows: list[str], cols: list[str], title: str, cmap: str, vmin: float, vmax: float, na: Any = frozenset()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +231,7 @@ def _heatmap(path: Path, values: np.ndarray, rows: list[str], cols: list[str], t
     ax.set_yticks(range(len(rows)), labels=rows, fontsize=8)
     for i in range(len(rows)):
         for j in range(len(cols)):
-            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8, color="black")
+            ax.text(j, i, ("n/a " if (rows[i], cols[j]) in na else "") + f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8, color="black")
     ax.set_xlabel("attacker")
     ax.set_ylabel("defender")
     ax.set_title(title, fontsize=10)
@@ -359,7 +361,7 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path) -> dict[str, Any]:
     (folder / "README.md").write_text(markdown_page(eq))
     (folder / "index.html").write_text(html_page(eq))
     if board.solution is not None:
-        _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0)
-        _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0)
-        _heatmap(folder / "asr.png", board.mean("defended_asr"), board.defenders, board.attackers, "attack success after defense", "Reds", 0.0, 1.0)
+        _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0, board.not_applicable)
+        _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0, board.not_applicable)
+        _heatmap(folder / "asr.png", board.mean("defended_asr"), board.defenders, board.attackers, "attack success after defense", "Reds", 0.0, 1.0, board.not_applicable)
     return eq

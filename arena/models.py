@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,16 +125,27 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
+def _made(architecture: Architecture, make: Callable[[], Any]) -> nn.Module:
+    """What a registered architecture builds, or a clear error naming it when it fails (a plugin's code)."""
+    try:
+        model = make()
+    except Exception as exc:
+        raise UsageError(f"architecture {architecture.name!r} (module {architecture.module}) failed to build a model: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"architecture {architecture.name!r} (module {architecture.module}) built a {type(model).__name__}, not a torch.nn.Module.")
+    return model
+
+
 def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.Module:
     """A fresh model of the task's architecture; initialised from `generator` when given."""
     base, *wrappers = (ARCHITECTURES.get(name) for name in task.architecture.split("+"))
     if base.build is None:
         raise UsageError(f"architecture {base.name!r} is a wrapper; name the architecture it wraps first, as in 'badnets_cnn+{base.name}'.")
-    model = base.build(task)
+    model = _made(base, functools.partial(base.build, task))
     for wrapper in wrappers:
         if wrapper.wrap is None:
             raise UsageError(f"architecture {wrapper.name!r} is not a wrapper; in {task.architecture!r} only the first name may be a base architecture.")
-        model = wrapper.wrap(model, task)
+        model = _made(wrapper, functools.partial(wrapper.wrap, model, task))
     if generator is not None:
         init_weights(model, generator)
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword

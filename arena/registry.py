@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from collections.abc import Callable
 from importlib import metadata
 from importlib.metadata import EntryPoint, entry_points
@@ -83,9 +84,11 @@ class Registry(Generic[T]):
         self._validate = validate
         self.qualify_plugins = qualify_plugins
         self._builtins: dict[str, T] = {}
+        self._builtin_modules: dict[str, str] = {}  # name -> the module that registered it
         self._builtins_loaded = False
         self._plugins: dict[str, EntryPoint] | None = None
         self._plugin_entries: dict[str, T] = {}
+        self._clashes: dict[str, str] = {}  # plugin name -> why it cannot be used (taken twice)
         self.plugin_errors: dict[str, str] = {}  # name -> what went wrong
 
     # -- registration -----------------------------------------------------------------------
@@ -107,6 +110,8 @@ class Registry(Generic[T]):
         if name in self._builtins and self._builtins[name] is not entry:
             raise RegistrationError(f"duplicate {self.kind} name {name!r}: {self._builtins[name]!r} and {entry!r}")
         self._builtins[name] = entry
+        caller = sys._getframe(1).f_globals.get("__name__")  # the module whose import registers it
+        self._builtin_modules[name] = caller if isinstance(caller, str) and caller != __name__ else module_of(entry)
         return entry
 
     # -- lookup -----------------------------------------------------------------------------
@@ -122,13 +127,17 @@ class Registry(Generic[T]):
             self._plugins = {}
             for ep in entry_points(group=self.group):
                 package = (ep.dist.name if ep.dist is not None else ep.module.split(".")[0]).lower().replace("-", "_")
-                self._plugins[f"{package}/{ep.name}" if self.qualify_plugins else ep.name] = ep
+                name = f"{package}/{ep.name}" if self.qualify_plugins else ep.name
+                if name in self._plugins and self._plugins[name].value != ep.value:
+                    self._clashes[name] = f"{self.kind} {name!r} is published twice, as {self._plugins[name].value!r} and {ep.value!r} (group {self.group}); uninstall or rename one."
+                self._plugins[name] = ep
         return self._plugins
 
     def refresh(self) -> None:
         """Forget discovered plugins (after installing one into the running interpreter)."""
         self._plugins = None
         self._plugin_entries.clear()
+        self._clashes.clear()
         self.plugin_errors.clear()
 
     def names(self) -> list[str]:
@@ -138,6 +147,9 @@ class Registry(Generic[T]):
     def _load_plugin(self, name: str) -> T:
         if name in self._plugin_entries:
             return self._plugin_entries[name]
+        if name in self._clashes:
+            self.plugin_errors[name] = self._clashes[name]
+            raise PluginLoadError(self._clashes[name])
         ep = self._plugin_points()[name]
         dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
         where = f"entry point {ep.name!r} = {ep.value!r} of package {dist!r} (group {self.group})"
@@ -159,11 +171,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_builtins()
         if name in self._builtins:
-            if not self.qualify_plugins and name in self._plugin_points():
+            if name in self._plugin_points() and name not in self.plugin_errors:  # a built-in name stays the built-in's
                 ep = self._plugin_points()[name]
-                if module_of(self._builtins[name]) != ep.module:
-                    builtin = module_of(self._builtins[name])
-                    raise PluginLoadError(f"{self.kind} {name!r} is registered twice: by {builtin} and by the entry point {ep.value!r} (group {self.group}); rename one of them.")
+                self.plugin_errors[name] = f"entry point {ep.value!r} (group {self.group}) is ignored: {self.kind} {name!r} is built in; rename the plugin's."
             return self._builtins[name]
         if name in self._plugin_points():
             return self._load_plugin(name)
@@ -182,11 +192,10 @@ class Registry(Generic[T]):
     def origin(self, name: str) -> dict[str, Any]:
         """Where entry `name` comes from: its registry, name, defining module and distribution."""
         entry = self.get(name)
-        module = module_of(entry)
-        if name not in self._builtins and name in self._plugin_points():
+        if name not in self._builtins:
             ep = self._plugin_points()[name]
-            dist = ep.dist.name if ep.dist is not None else None
-            return {"registry": self.kind, "name": name, "module": ep.module, "distribution": dist}
+            return {"registry": self.kind, "name": name, "module": ep.module, "distribution": ep.dist.name if ep.dist is not None else None}
+        module = self._builtin_modules.get(name) or module_of(entry)
         return {"registry": self.kind, "name": name, "module": module, "distribution": _distribution_of(module)}
 
 
@@ -232,19 +241,30 @@ register_attacker: Callable[[type[Attacker]], type[Attacker]] = ATTACKERS.regist
 register_defender: Callable[[type[Defender]], type[Defender]] = DEFENDERS.register
 
 
-def load_origins(origins: list[dict[str, Any]], registries: dict[str, Registry[Any]], where: str) -> None:
+def load_origins(origins: Any, registries: dict[str, Registry[Any]], where: str) -> None:
     """Import what a manifest says its model and triggers need, each from the module that defines
     it, and check the registries then know it: a stage never depends on what else happened to be
-    imported. A missing provider is a clear error naming the distribution to install."""
+    imported. Only arena's own modules and the modules of installed entry points are imported
+    (a manifest cannot make the evaluator import anything else). A missing provider is a clear
+    error naming the distribution to install."""
+    if not isinstance(origins, list) or not all(isinstance(o, dict) for o in origins):
+        raise ArtifactIntegrityError(f"{where} records unreadable origins {origins!r}; refused. Remove it to have arena retrain the model.")
     for origin in origins:
         registry = registries.get(str(origin.get("registry")))
         name, module, dist = origin.get("name"), origin.get("module"), origin.get("distribution")
         if registry is None or not isinstance(name, str) or not isinstance(module, str):
             raise ArtifactIntegrityError(f"{where} records an unreadable origin {origin!r}; refused. Remove it to have arena retrain the model.")
+        published = {ep.module for ep in registry._plugin_points().values()}
+        if module != "arena" and not module.startswith("arena.") and module not in published:
+            raise PluginLoadError(
+                f"{where} needs the {registry.kind} {name!r} from module {module!r} of distribution {dist or 'unknown'!r}, which is not an installed "
+                f"entry point of the group {registry.group}. A plugin's trigger kinds and architectures reach other processes only through entry points: "
+                f"publish it under {registry.group} and install it where the defense runs."
+            )
         try:
             importlib.import_module(module)
             registry.get(name)
-        except (ImportError, UnknownNameError, PluginLoadError) as exc:
+        except Exception as exc:  # an import error, or a plugin module that raises while importing
             raise PluginLoadError(
                 f"{where} needs the {registry.kind} {name!r} from module {module!r} of distribution {dist or 'unknown'!r}, "
                 f"which this environment cannot load ({type(exc).__name__}: {exc}). Install that distribution where the defense runs."

@@ -31,6 +31,7 @@ from arena.protocol import (
     Verdict,
     no_progress,
 )
+from arena.triggers import trigger_from_dict
 
 
 class Strategy(ABC):
@@ -110,6 +111,14 @@ class Attacker(Strategy):
             raise StrategyError(f"{who} returned triggers that are not Trigger objects.")
         if len({t.name for t in out.triggers}) != len(out.triggers):
             raise StrategyError(f"{who} returned triggers with duplicate names.")
+        for t in out.triggers:  # the evaluator rebuilds each trigger from its JSON form in another process
+            try:
+                trigger_from_dict(t.to_dict())
+            except Exception as exc:
+                kind = getattr(t, "kind", "?")
+                raise StrategyError(
+                    f"{who} returned a trigger {t.name!r} of kind {kind!r} that cannot be rebuilt from its to_dict() ({type(exc).__name__}: {exc}); register its class as a trigger kind."
+                ) from None
         _check_logits(out.model, task, who)
         published = self.published_architecture(task)
         if published != task.architecture and not self.changes_architecture:

@@ -234,9 +234,9 @@ class _Flight:
 class _Run:
     """One tournament's bookkeeping: what is queued, in flight and settled, and the one row writer."""
 
-    def __init__(self, suite: Suite, results: ResultsStore, work: Plan, executor: Executor, summary: Summary, on_update: ProgressHook | None) -> None:
+    def __init__(self, suite: Suite, results: ResultsStore, work: Plan, executor: Executor, summary: Summary, on_update: ProgressHook | None, start: float) -> None:
         self.suite, self.results, self.work, self.executor, self.summary, self.on_update = suite, results, work, executor, summary, on_update
-        self.start = time.perf_counter()
+        self.start = start
         self.records: dict[str, AttackRecord | BaseException] = {}
         self.settled: set[str] = set()
         self.ready: list[MatchSpec] = []  # matches whose attack records are in
@@ -332,10 +332,11 @@ def run_tournament(
 ) -> Summary:
     """Play every missing or stale match of `suite`; rows go to `results` as they finish.
     Without an executor, a `RayExecutor` (local Ray, or `address`)."""
+    start = time.perf_counter()
     work = plan(suite, results.finished(suite.name))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:
         return summary
     ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
-    _Run(suite, results, work, executor or RayExecutor(address, num_cpus, retries=suite.limits.retries), summary, on_update).play()
+    _Run(suite, results, work, executor or RayExecutor(address, num_cpus, retries=suite.limits.retries), summary, on_update, start).play()
     return summary

@@ -1,4 +1,4 @@
-"""The information boundary of DESIGN.md §1: what a defender's hook can and cannot reach."""
+"""The information boundary of docs/design.md §1: what a defender's hook can and cannot reach."""
 
 import dataclasses
 

@@ -45,6 +45,14 @@ def test_max_entropy_picks_the_centre_of_a_face_of_equilibria_that_no_copy_expla
     assert sol.defender == pytest.approx([1 / 3] * 3, abs=1e-5)
 
 
+def test_max_entropy_may_sit_where_a_column_the_lp_left_slack_binds():
+    # optimal defender mixtures are (t, 1 - t, 0) for t in [2/3, 1]; the LP's vertex t = 1 leaves
+    # the first column slack (0.7 > 0.5), the maximum-entropy mixture t = 2/3 makes it bind
+    sol = game.solve_zero_sum(np.array([[0.7, 0.5], [0.1, 0.5], [0.2, 0.1]]))
+    assert sol.value == pytest.approx(0.5, abs=1e-9)
+    assert sol.defender == pytest.approx([2 / 3, 1 / 3, 0.0], abs=1e-5)
+
+
 @pytest.mark.parametrize("bad", [np.zeros((0, 2)), np.array([[1.0, np.nan]]), np.array([1.0, 2.0])])
 def test_bad_matrices_are_refused(bad):
     with pytest.raises(ValueError):

@@ -127,3 +127,22 @@ def test_the_board_shows_detection_per_verdict_giving_defender_and_mixed_numeric
     assert "## Detection" in page and "| `nc` | 2 | 2 | 1.000 | 0.500 | 1.000 | 0.500 |" in page
     assert "Mixed numerics" in page and eq["detection"]["nc"]["tpr"] == 1.0
     assert "id='detection'" in (tmp_path / "index.html").read_text()
+
+
+def test_an_n_a_cell_stays_in_the_game_and_is_marked_on_every_page(tmp_path):
+    frame = _frame(TALK)
+    frame["not_applicable"] = None
+    na = (frame.defender == "fine_pruning") & (frame.attacker == "pruning_aware")
+    frame.loc[na, "not_applicable"] = "defender 'fine_pruning' needs a model that is Prunable; X is not"
+    board = build_board(frame, "t", replicates=20)
+    assert board.defenders == ["fine_pruning", "fine_tuning"] and board.attackers == ["badnets", "pruning_aware"]  # nothing dropped
+    assert board.not_applicable == {("fine_pruning", "pruning_aware"): "defender 'fine_pruning' needs a model that is Prunable; X is not"}
+    eq = publish(board, frame, tmp_path / "board")
+    assert eq["matrix"]["not_applicable"] == [[False, True], [False, False]]
+    assert list(eq["not_applicable"]) == ["pruning_aware vs fine_pruning"]
+    readme = (tmp_path / "board" / "README.md").read_text()
+    assert "| `fine_pruning` | 0.968 ± 0.000 | n/a, 0.986 ± 0.000 |" in readme and "Prunable" in readme
+    assert "n/a, 0.9860" in (tmp_path / "board" / "index.html").read_text()
+    # a cell with one seed n/a and one defended is not n/a
+    frame.loc[na & (frame.seed == 1), "not_applicable"] = None
+    assert build_board(frame, "t", replicates=20).not_applicable == {}

@@ -100,3 +100,115 @@ def test_entry_point_plugins_are_discovered_lazily_and_broken_ones_do_not_hide_o
         assert "arena_test_plugin/broken" in DEFENDERS.plugin_errors
     finally:
         DEFENDERS.refresh()
+
+
+ARCH_PLUGIN = """
+from torch import nn
+from arena import Architecture
+
+def _build(task):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, task.num_classes))
+
+WIDE = Architecture("wide_mlp", build=_build)
+DIGITS_AGAIN = Architecture("badnets_cnn", build=_build)
+"""
+
+
+def _install_architectures(root, dist, lines):
+    (root / f"{dist}.py").write_text(textwrap.dedent(ARCH_PLUGIN))
+    info = root / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[arena.architectures]\n" + "\n".join(lines) + "\n")
+
+
+def test_plain_named_plugins_clash_loudly_and_never_displace_a_built_in(tmp_path, monkeypatch):
+    from arena.models import ARCHITECTURES
+
+    _install_architectures(tmp_path, "arena_arch_one", ["wide_mlp = arena_arch_one:WIDE", "badnets_cnn = arena_arch_one:DIGITS_AGAIN"])
+    _install_architectures(tmp_path, "arena_arch_two", ["wide_mlp = arena_arch_two:WIDE"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ARCHITECTURES.refresh()
+    try:
+        with pytest.raises(PluginLoadError, match="published twice.*arena_arch_(one|two):WIDE"):
+            ARCHITECTURES.get("wide_mlp")
+        builtin = ARCHITECTURES.get("badnets_cnn")
+        assert builtin.build is not None and builtin.build.__module__ == "arena.models"  # the built-in stays the built-in
+        assert "is built in" in ARCHITECTURES.plugin_errors["badnets_cnn"]
+        assert ARCHITECTURES.origin("badnets_cnn") == {"registry": "architecture", "name": "badnets_cnn", "module": "arena.models", "distribution": "arena-backdoor"}
+    finally:
+        ARCHITECTURES.refresh()
+
+
+def test_a_plugin_origin_names_its_entry_point_module_and_distribution(tmp_path, monkeypatch):
+    from arena.models import ARCHITECTURES
+
+    _install_architectures(tmp_path, "arena_arch_one", ["wide_mlp = arena_arch_one:WIDE"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ARCHITECTURES.refresh()
+    try:
+        assert ARCHITECTURES.origin("wide_mlp") == {"registry": "architecture", "name": "wide_mlp", "module": "arena_arch_one", "distribution": "arena_arch_one"}
+    finally:
+        ARCHITECTURES.refresh()
+
+
+@pytest.mark.parametrize(
+    "origins, message",
+    [
+        ("not a list", "unreadable origins"),
+        ([{"registry": "architecture", "name": 3, "module": "arena.models"}], "unreadable origin"),
+        ([{"registry": "nonsense", "name": "x", "module": "arena.models"}], "unreadable origin"),
+        ([{"registry": "architecture", "name": "x", "module": "tabnanny", "distribution": "evil"}], "not an installed entry point"),
+        ([{"registry": "architecture", "name": "gone", "module": "arena.no_such_module", "distribution": "arena-backdoor"}], "cannot load.*ModuleNotFoundError"),
+        ([{"registry": "architecture", "name": "gone", "module": "arena.models", "distribution": "arena-backdoor"}], "cannot load.*Unknown architecture 'gone'"),
+    ],
+)
+def test_a_manifest_origin_that_cannot_be_honoured_is_a_clear_error_and_imports_nothing_foreign(origins, message):
+    import sys
+
+    from arena.errors import ArenaError
+    from arena.models import ARCHITECTURES
+    from arena.registry import load_origins
+
+    sys.modules.pop("tabnanny", None)
+    with pytest.raises(ArenaError, match=message):
+        load_origins(origins, {"architecture": ARCHITECTURES}, "The attacked model abc")
+    assert "tabnanny" not in sys.modules  # a manifest cannot make the evaluator import an arbitrary module
+
+
+def test_an_attacker_whose_trigger_cannot_be_rebuilt_is_refused_before_it_is_stored():
+    import torch
+
+    from arena.data import load_dataset, player_splits
+    from arena.errors import StrategyError
+    from arena.match import task_for
+    from arena.models import build_model
+    from arena.protocol import AllToOne, AttackOutput, Trigger
+    from arena.strategy import Attacker
+
+    class Unregistered(Trigger):
+        kind = "unregistered_kind"
+
+        def __init__(self):
+            self.name, self.goal = "u", AllToOne(0)
+
+        def apply(self, x):
+            return x
+
+        def to_dict(self):
+            return {"kind": self.kind, "name": self.name}
+
+        @classmethod
+        def from_dict(cls, data):
+            return cls()
+
+    class Sloppy(Attacker):
+        name, version, paper = "sloppy", "1", "test double"
+
+        def run(self, ctx):
+            return AttackOutput(build_model(ctx.task, ctx.generator), [Unregistered()])
+
+    task = task_for("digits", "badnets_cnn", 1)
+    data = player_splits(load_dataset("digits"), 0.05).attacker
+    with pytest.raises(StrategyError, match="'unregistered_kind' that cannot be rebuilt.*register its class"):
+        Sloppy().attack(task, data, torch.Generator().manual_seed(0))

@@ -86,6 +86,8 @@ def results_table(frame: Any, title: str) -> Table:
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for row in label_frame(frame).sort_values(["attacker_label", "defender_label", "seed"]).itertuples():
         status = row.status if row.status == "ok" else f"[red]{row.status}[/]"
+        if row.status == "ok" and isinstance(getattr(row, "not_applicable", None), str):
+            status = "[yellow]n/a[/]"  # the defense could not act on this model: the row scores it undefended
         ok = row.status == "ok"
         table.add_row(
             row.attacker_label,
@@ -148,7 +150,8 @@ def board(b: Any, console: Console) -> None:
             cells = []
             for j in range(len(b.attackers)):
                 colour = "green" if u[i, j] > 0.5 else "yellow" if u[i, j] > 0 else "red"
-                cells.append(Text.assemble((f"{u[i, j]:+.3f} ± {usd[i, j]:.3f}", colour), f"\n{ca[i, j]:.3f} / {asr[i, j]:.3f}"))
+                na = "n/a, " if (r, b.attackers[j]) in b.not_applicable else ""  # the defense could not act: scored undefended
+                cells.append(Text.assemble((f"{na}{u[i, j]:+.3f} ± {usd[i, j]:.3f}", colour), f"\n{ca[i, j]:.3f} / {asr[i, j]:.3f}"))
             matrix.add_row(r, *cells)
         console.print(matrix)
     if b.detection:

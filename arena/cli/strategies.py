@@ -28,8 +28,12 @@ def describe(cls: Any) -> dict[str, Any]:
     from arena.provenance import code_fingerprint
 
     requires = {k: getattr(cls, k) for k in ("min_clean", "changes_architecture") if hasattr(cls, k)}
-    if cls.requires:
-        requires["capabilities"] = [cap.__name__ for cap in cls.requires]
+    try:
+        needs = cls().required_capabilities()  # with its defaults: a hyperparameter may add needs
+    except Exception:  # a plugin that cannot be built with its defaults still gets listed
+        needs = cls.requires
+    if needs:
+        requires["capabilities"] = [cap.__name__ for cap in needs]
     return {
         "name": cls.name,
         "kind": cls.kind,

@@ -23,7 +23,6 @@ from arena import (
     build_model,
     fit,
     goal_from_dict,
-    load_dataset,
     poison,
 )
 
@@ -64,9 +63,15 @@ TINY_MLP = Architecture("tiny_mlp", build=lambda task: TinyMLP(task.input_shape[
 
 
 def _digits_negative() -> Dataset:
-    """The digits, white on black turned black on white."""
-    digits = load_dataset("digits")
-    return Dataset("digits_negative", Split(1 - digits.train.x, digits.train.y), Split(1 - digits.test.x, digits.test.y), digits.num_classes, epochs=20)
+    """scikit-learn's 8x8 digits, white on black turned black on white, with a fixed 30% test split."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = 1 - torch.from_numpy(bunch.images).float().unsqueeze(1) / 16
+    y = torch.from_numpy(bunch.target).long()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(7))
+    test, train = order[: len(y) * 3 // 10], order[len(y) * 3 // 10 :]
+    return Dataset("digits_negative", Split(x[train], y[train]), Split(x[test], y[test]), 10, epochs=20)
 
 
 DIGITS_NEGATIVE = DatasetSource("digits_negative", _digits_negative)
