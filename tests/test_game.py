@@ -131,3 +131,24 @@ def test_general_sum_equilibria_are_verified():
     x, y = sol.equilibria[0]
     assert x == pytest.approx([0, 1]) and y == pytest.approx([0, 1])
     assert not game.is_equilibrium(a, a.T, np.array([1.0, 0.0]), np.array([1.0, 0.0]))
+
+
+def _reference_max_entropy(a: np.ndarray, value: float) -> np.ndarray:
+    """The maximum-entropy maximin mixture by brute force (SLSQP over the whole simplex): slow, simple, a test oracle."""
+    from scipy.optimize import minimize
+
+    m = a.shape[0]
+    cons = [{"type": "eq", "fun": lambda x: x.sum() - 1.0}, {"type": "ineq", "fun": lambda x: a.T @ x - value + 1e-9}]
+    res = minimize(lambda x: float(np.sum(np.clip(x, 1e-300, None) * np.log(np.clip(x, 1e-300, None)))), np.full(m, 1 / m), bounds=[(0, 1)] * m, constraints=cons, method="SLSQP", options={"maxiter": 1000, "ftol": 1e-14})
+    return np.clip(res.x, 0, None) / np.clip(res.x, 0, None).sum()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.tuples(st.integers(2, 6), st.integers(2, 6)).flatmap(lambda s: arrays(np.int64, s, elements=st.integers(-3, 3))))
+def test_the_refinement_finds_the_maximum_entropy_equilibrium_of_tie_heavy_games(a):
+    # entries from {-1, -2/3, ..., 1}: many ties, so faces of equilibria are common
+    a = a / 3.0
+    sol = game.solve_zero_sum(a)
+    for mine, matrix, value in ((sol.defender, a, sol.value), (sol.attacker, -a.T, -sol.value)):
+        assert np.min(mine @ matrix) >= value - 1e-6
+        assert game.entropy(mine) >= game.entropy(_reference_max_entropy(matrix, value)) - 1e-4
