@@ -1,0 +1,83 @@
+"""A best response found by search: a Ray Tune experiment over a hyperparameter space (docs/design.md §6).
+
+The double oracle (`arena/oracle.py`) asks each side for a best response to the other's mixture;
+this is the search that answers when the side's strategies are a hyperparameter space rather
+than a list. Each trial evaluates the objective at one configuration in a Tune worker with its
+declared resources; a trial that crashes is a failed trial, counted and reported, never a failed
+search. The search is seeded, so the same call proposes the same configurations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OBJECTIVE = "objective"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best configuration found, its objective, and what the search cost."""
+
+    config: dict[str, Any]
+    value: float
+    trials: int
+    failed: int
+    seconds: float  # the trials' own time, summed
+
+
+def best_response(
+    objective: Callable[[dict[str, Any]], float],
+    param_space: dict[str, Any],
+    *,
+    mode: str,
+    trials: int,
+    seed: int,
+    resources: dict[str, float] | None = None,
+    storage_path: str | Path | None = None,
+    name: str = "best_response",
+) -> SearchResult:
+    """Search `param_space` (Ray Tune domains, e.g. `Space.tune_space()`) for the configuration
+    that maximises (`mode="max"`) or minimises (`"min"`) `objective(config)`, over `trials`
+    seeded random configurations. Ray must be running (`ray.init`) or it starts locally."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if trials < 1:
+        raise ValueError(f"a search needs at least one trial, got {trials}")
+    searchable = [k for k, v in param_space.items() if isinstance(v, tune.search.sample.Domain)]
+    if not searchable:
+        raise ValueError("the space has nothing to search: every parameter is fixed")
+
+    def trial(config: dict[str, Any]) -> None:
+        import time
+
+        start = time.perf_counter()
+        value = float(objective(config))
+        if not math.isfinite(value):
+            raise ValueError(f"the objective returned {value} at {config}")
+        tune.report({OBJECTIVE: value, "trial_seconds": time.perf_counter() - start})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trial, resources or {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=mode, num_samples=trials, search_alg=BasicVariantGenerator(random_state=seed), reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=None if storage_path is None else str(Path(storage_path).resolve()), verbose=0),
+    )
+    grid = tuner.fit()
+    finished = [r for r in grid if r.error is None and r.metrics and OBJECTIVE in r.metrics]
+    if not finished:
+        raise RuntimeError(f"all {len(grid)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
+    best = grid.get_best_result(metric=OBJECTIVE, mode=mode, filter_nan_and_inf=True)
+    return SearchResult(
+        config=dict(best.config),
+        value=float(best.metrics[OBJECTIVE]),
+        trials=len(grid),
+        failed=len(grid) - len(finished),
+        seconds=float(sum(r.metrics.get("trial_seconds", 0.0) for r in finished)),
+    )

@@ -1,0 +1,85 @@
+"""Best responses found by a Ray Tune search (Ray started once for this module)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arena.oracle import double_oracle
+from arena.params import Choice, Float, Space
+from arena.search import best_response
+
+SPACE = Space(x=Float(0.5, 0.0, 1.0), kind=Choice("a", options=("a", "b", "c")))
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # the objectives below are this module's functions: Tune workers import it by name
+    pythonpath = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    yield tmp_path_factory.mktemp("tune")
+    ray.shutdown()
+
+
+def _hole(config):
+    """A planted hole: worth 1 only where kind is 'b' and x is above 0.6, else a gentle slope."""
+    return 1.0 if config["kind"] == "b" and config["x"] > 0.6 else 0.1 * config["x"]
+
+
+def test_the_search_finds_a_planted_hole_and_counts_crashed_trials(ray_local):
+    def flaky(config):
+        if config["kind"] == "c" and config["x"] < 0.5:
+            raise RuntimeError("this configuration crashes on purpose")
+        return _hole(config)
+
+    found = best_response(flaky, SPACE.tune_space(), mode="max", trials=16, seed=0, storage_path=ray_local)
+    assert found.value == 1.0 and found.config["kind"] == "b" and found.config["x"] > 0.6
+    assert found.trials == 16 and found.failed >= 1  # crashed trials are counted, the search goes on
+    again = best_response(flaky, SPACE.tune_space(), mode="max", trials=16, seed=0, storage_path=ray_local, name="again")
+    assert again.config == found.config  # seeded: the same proposals
+
+
+def test_the_double_oracle_with_a_searched_attacker_moves_onto_the_hole(ray_local):
+    # defenders: "plain" is beaten by the hole; "patch" closes it at a small cost elsewhere
+    def utility(defender, attacker):
+        hit = _hole(dict(attacker)) == 1.0
+        return {"plain": 0.0 if hit else 0.9, "patch": 0.7}[defender]
+
+    def attacker_oracle(defenders, mixture):
+        def value(config):
+            return float(sum(p * utility(d, tuple(sorted(config.items()))) for d, p in zip(defenders, mixture)))
+
+        found = best_response(value, SPACE.tune_space(), mode="min", trials=16, seed=1, storage_path=ray_local, name="attacker")
+        return tuple(sorted(found.config.items())), found.value
+
+    def defender_oracle(attackers, mixture):
+        values = {d: float(sum(p * utility(d, a) for a, p in zip(attackers, mixture))) for d in ("plain", "patch")}
+        best = max(values, key=values.get)
+        return best, values[best]
+
+    start = (("kind", "a"), ("x", 0.5))
+    result = double_oracle(["plain"], [start], utility, defender_oracle, attacker_oracle, max_iterations=5)
+    assert result.iterations[0].value == pytest.approx(0.9) and result.iterations[0].attacker_gain == pytest.approx(0.9)
+    assert result.converged and "patch" in result.defenders
+    assert result.solution.value == pytest.approx(0.7)
+    assert dict(zip(result.defenders, result.solution.defender))["patch"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"mode": "best"}, "mode"), ({"trials": 0}, "at least one trial")],
+)
+def test_bad_searches_are_refused_before_any_trial(kwargs, message):
+    args = {"mode": "max", "trials": 5, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        best_response(_hole, SPACE.tune_space(), **args)
+
+
+def test_a_space_with_nothing_to_search_is_refused():
+    with pytest.raises(ValueError, match="nothing to search"):
+        best_response(_hole, {"x": 0.5, "kind": "b"}, mode="max", trials=5, seed=0)
+    assert np.isfinite(_hole({"x": 0.9, "kind": "b"}))
