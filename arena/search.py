@@ -70,14 +70,10 @@ def best_response(
         run_config=tune.RunConfig(name=name, storage_path=None if storage_path is None else str(Path(storage_path).resolve()), verbose=0),
     )
     grid = tuner.fit()
-    finished = [r for r in grid if r.error is None and r.metrics and OBJECTIVE in r.metrics]
+    results = [grid[i] for i in range(len(grid))]
+    finished = [(r.config or {}, float(r.metrics[OBJECTIVE]), float(r.metrics.get("trial_seconds", 0.0))) for r in results if r.error is None and r.metrics and OBJECTIVE in r.metrics]
     if not finished:
-        raise RuntimeError(f"all {len(grid)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
-    best = grid.get_best_result(metric=OBJECTIVE, mode=mode, filter_nan_and_inf=True)
-    return SearchResult(
-        config=dict(best.config),
-        value=float(best.metrics[OBJECTIVE]),
-        trials=len(grid),
-        failed=len(grid) - len(finished),
-        seconds=float(sum(r.metrics.get("trial_seconds", 0.0) for r in finished)),
-    )
+        raise RuntimeError(f"all {len(results)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
+    pick = max if mode == "max" else min
+    config, value, _ = pick(finished, key=lambda f: f[1])
+    return SearchResult(config=dict(config), value=value, trials=len(results), failed=len(results) - len(finished), seconds=sum(f[2] for f in finished))
