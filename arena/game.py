@@ -53,8 +53,8 @@ def exploitability(matrix: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
 def _maximin(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """max_x min_j (xᵀA)_j over mixtures x: the row player's LP. Returns the value, an optimal
     row mixture and, from the LP's dual, an optimal column mixture (one LP solves both sides).
-    HiGHS' interior point method (with crossover to a vertex) is the fastest of its methods
-    on dense games: 1000x1000 in about a third of the simplex's time."""
+    HiGHS' interior point method (with crossover to a vertex): on dense games it ran faster
+    than its simplex methods here (timings in benchmarks/results/nash-scaling.jsonl)."""
     m, n = a.shape
     # variables (x_1..x_m, v); minimise -v; A_jᵀx >= v  <=>  -Aᵀx + v <= 0
     c = np.zeros(m + 1)

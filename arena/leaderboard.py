@@ -259,7 +259,8 @@ def _numerics_lines(eq: dict[str, Any]) -> list[str]:
 
 def _na(matrix: dict[str, Any], i: int, j: int) -> str:
     """The mark of an n/a cell, before the value it is scored at."""
-    return "n/a, " if matrix.get("not_applicable", [[False] * (j + 1)] * (i + 1))[i][j] else ""
+    marks = matrix.get("not_applicable")
+    return "n/a, " if marks is not None and marks[i][j] else ""
 
 
 def markdown_page(eq: dict[str, Any]) -> str:

@@ -55,7 +55,8 @@ DEFAULT_CLEAN_BUDGET = 0.05
 DEFAULT_STEALTH_TOLERANCE = 0.03
 # A child process costs about 4 s to start (importing torch and arena): below this much training
 # (samples x epochs) one process trains both models sooner. digits: 1.7k x 50 = 85k (cold match
-# 13.6 s in one process, 18.7 s side by side); Fashion-MNIST: 57k x 8 = 456k.
+# 15.2 s in one process, 17.8 s side by side, best of 3 in benchmarks/results/reproducibility-timing.jsonl);
+# Fashion-MNIST: 57k x 8 = 456k.
 SIDE_BY_SIDE_MIN_SAMPLE_EPOCHS = 200_000
 
 

@@ -87,20 +87,21 @@ def double_oracle(
         raise ValueError(f"max_iterations must be at least 1, got {max_iterations}")
     rows, cols = list(dict.fromkeys(defenders)), list(dict.fromkeys(attackers))
     matrix = np.array([[utility(d, a) for a in cols] for d in rows], dtype=float)
-    result: OracleResult[D, A] = OracleResult(rows, cols, matrix, solve_zero_sum(matrix))
+    iterations: list[Iteration] = []
+    converged = False
     for index in range(max_iterations):
-        solution = result.solution = solve_zero_sum(matrix)
+        solution = solve_zero_sum(matrix)
         best_d, d_value = defender_oracle(cols, solution.attacker)
         best_a, a_value = attacker_oracle(rows, solution.defender)
         d_gain, a_gain = d_value - solution.value, solution.value - a_value
         gains_d = d_gain > epsilon + margin and best_d not in rows
         gains_a = a_gain > epsilon + margin and best_a not in cols
-        result.converged = not gains_d and not gains_a
+        converged = not gains_d and not gains_a
         # the last round's responses are reported, not added: the reported equilibrium stays the
         # one the reported gains were measured against
-        last = result.converged or index == max_iterations - 1
+        last = converged or index == max_iterations - 1
         step = Iteration(index, matrix.shape, solution.value, best_d, d_gain, best_a, a_gain, gains_d and not last, gains_a and not last)
-        result.iterations.append(step)
+        iterations.append(step)
         if on_iteration is not None:
             on_iteration(step)
         if last:
@@ -111,5 +112,4 @@ def double_oracle(
         if gains_a:
             cols.append(best_a)
             matrix = np.hstack([matrix, np.array([[utility(d, best_a)] for d in rows])])
-    result.defenders, result.attackers, result.matrix = rows, cols, matrix
-    return result
+    return OracleResult(rows, cols, matrix, solution, iterations, converged)

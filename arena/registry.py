@@ -204,7 +204,7 @@ class StrategyRegistry(Registry[T]):
 
     def __init__(self, kind: str, base: str, builtins: str, group: str) -> None:
         self.base_name = base
-        super().__init__(kind, group=group, builtins=(builtins,), key=lambda cls: cls.name, validate=self._validate_strategy, qualify_plugins=True)
+        super().__init__(kind, group=group, builtins=(builtins,), key=lambda cls: cls.name, qualify_plugins=True)
 
     @property
     def base(self) -> type:
@@ -223,9 +223,8 @@ class StrategyRegistry(Registry[T]):
             raise RegistrationError(f"{self.kind} {getattr(cls, 'name', '?')!r}: `space` must be an arena.params.Space")
 
     def validate(self, entry: Any) -> None:
-        if not isinstance(entry, type) or not isinstance(getattr(entry, "name", None), str):
-            self._validate_strategy(entry)  # says what is missing, in the strategy's terms
-        super().validate(entry)
+        self._validate_strategy(entry)  # says what is missing, in the strategy's terms
+        super().validate(entry)  # then the name's form
 
     def create(self, name: str, params: dict[str, Any] | None = None) -> Any:
         return self.get(name)(**(params or {}))  # type: ignore[operator]

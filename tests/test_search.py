@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from arena.oracle import double_oracle
@@ -82,4 +81,3 @@ def test_bad_searches_are_refused_before_any_trial(kwargs, message):
 def test_a_space_with_nothing_to_search_is_refused():
     with pytest.raises(ValueError, match="nothing to search"):
         best_response(_hole, {"x": 0.5, "kind": "b"}, mode="max", trials=5, seed=0)
-    assert np.isfinite(_hole({"x": 0.9, "kind": "b"}))
