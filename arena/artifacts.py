@@ -20,6 +20,7 @@ from torch import nn
 
 import arena
 from arena.data import PlayerSplits
+from arena.device import current
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import ARCHITECTURES, build_model
 from arena.protocol import ProgressFn, TaskSpec, Trigger, no_progress
@@ -145,7 +146,7 @@ def published_builder(task: TaskSpec) -> Callable[[dict[str, Any]], nn.Module]:
 
     def build(manifest: dict[str, Any]) -> nn.Module:
         load_origins(manifest.get("origins", []), ORIGIN_REGISTRIES, f"The attacked model {str(manifest.get('key', '?'))[:12]}")
-        return build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)))
+        return build_model(dataclasses.replace(task, architecture=manifest.get("published_architecture", task.architecture)), device=current().torch_device)
 
     return build
 

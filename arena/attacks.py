@@ -77,7 +77,7 @@ def patch_trigger(params: dict[str, Any], task: TaskSpec, goal: Goal | None = No
 
 def train_from_scratch(ctx: AttackContext, data: Split, params: dict[str, Any], epochs: int | None = None, stage: str = "train") -> nn.Module:
     """A freshly initialised model of the task's architecture trained on `data`."""
-    model = build_model(ctx.task, ctx.generator)
+    model = build_model(ctx.task, ctx.generator, ctx.device)
     return fit(
         model,
         data,

@@ -7,6 +7,7 @@ suites, and arena's own tests over every built-in strategy.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import threading
@@ -19,7 +20,8 @@ from typing import Any, cast
 import torch
 
 from arena import data as data_module
-from arena.errors import ArenaError, UsageError
+from arena.device import DeviceGuard
+from arena.errors import ArenaError, StrategyError, UsageError
 from arena.registry import ATTACKERS, DEFENDERS, RegistrationError, Registry
 from arena.strategy import Attacker, Defender, Strategy
 
@@ -129,20 +131,31 @@ def _metadata_checks(cls: Any, registry: Registry) -> list[Check]:
     return out
 
 
-def _run_twice(run: Callable[[], Any], what: str, time_budget_s: float) -> tuple[list[Any], Check]:
+def _run_twice(run: Callable[[], Any], what: str, time_budget_s: float, guard: DeviceGuard | None = None) -> tuple[list[Any], Check]:
     """Run a strategy twice under the dataset fence and the time budget: (outputs, its check).
-    The outputs are empty when the run failed; the check then says how."""
+    The second run is watched by `guard`, the fake device (arena/device.py): it observes and
+    changes no number, so the two runs must still agree. The outputs are empty when the run
+    failed; the check then says how."""
+
+    def watched() -> Any:
+        with guard or contextlib.nullcontext():  # a torch function mode is per thread: entered in the run's own
+            return run()
+
     try:
         with _FenceDatasets():
             outs = []
-            for _ in range(2):
+            for attempt in (run, watched):
                 start = time.perf_counter()
-                outs.append(_timed(run, time_budget_s))
+                outs.append(_timed(attempt, time_budget_s))
         return outs, Check(f"runs on tiny data and returns a valid {what}", True, f"{time.perf_counter() - start:.1f} s")
     except BoundaryViolation as exc:
         return [], Check("information boundary", False, str(exc))
     except TimeoutError as exc:
         return [], Check("time budget", False, str(exc))
+    except StrategyError as exc:
+        if guard is not None and "on a GPU this is a device mismatch" in str(exc):
+            return [], Check("keeps its tensors on the job's device", False, str(exc))
+        return [], Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
     except ArenaError as exc:
         return [], Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
     except Exception as exc:
@@ -159,7 +172,9 @@ def check_attacker(cls: type[Attacker], time_budget_s: float = 60.0) -> list[Che
     if not all(c.ok for c in checks):
         return checks
     task, splits = _tiny()
-    outs, ran = _run_twice(lambda: cls().attack(task, splits.attacker, torch.Generator().manual_seed(11)), "AttackOutput", time_budget_s)
+    guard = DeviceGuard(f"attacker {cls.name!r}")
+    guard.adopt(splits.attacker)
+    outs, ran = _run_twice(lambda: cls().attack(task, splits.attacker, torch.Generator().manual_seed(11)), "AttackOutput", time_budget_s, guard)
     checks.append(ran)
     if not outs:
         return checks
@@ -176,7 +191,16 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     victim = ATTACKERS.get("badnets")().attack(task, splits.attacker, torch.Generator().manual_seed(3)).model
     before = {k: v.clone() for k, v in victim.state_dict().items()}
     clean_before = splits.clean.x.clone()
-    outs, ran = _run_twice(lambda: cls().defend(victim, task, splits.clean, torch.Generator().manual_seed(5)), "DefenseOutcome", time_budget_s)
+    guard = DeviceGuard(f"defender {cls.name!r}")
+    guard.adopt(victim, splits.clean, splits.test)
+
+    def run() -> Any:
+        outcome = cls().defend(victim, task, splits.clean, torch.Generator().manual_seed(5))
+        if outcome.input_filter is not None:  # the evaluator queries a filter on the job's device too
+            outcome.input_filter.accept(outcome.model or victim, splits.test.x[:64])
+        return outcome
+
+    outs, ran = _run_twice(run, "DefenseOutcome", time_budget_s, guard)
     checks.append(ran)
     if not outs:
         return checks

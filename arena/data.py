@@ -44,6 +44,10 @@ class PlayerSplits:
     clean: Split  # the defender's clean reserve (its clean budget)
     test: Split  # the evaluator's alone
 
+    def to(self, device: torch.device | str) -> PlayerSplits:
+        """The three splits on `device`: moved once per job, then every batch is sliced there."""
+        return PlayerSplits(self.attacker.to(device), self.clean.to(device), self.test.to(device))
+
 
 def player_splits(dataset: Dataset, clean_budget: float) -> PlayerSplits:
     """Divide the official training split by the fixed SPLIT_SEED; a larger budget extends a smaller one."""

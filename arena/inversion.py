@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.protocol import Split
-from arena.training import frozen
+from arena.training import frozen, model_device
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -88,14 +88,15 @@ def invert_model(
     runs the model first): autograd sums the two gradients reaching x in reverse order of their
     creation, so the order decides the last bits of every step.
     """
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    raw = STARTS[start](len(labels), tuple(input_shape), generator).requires_grad_()
+    device = model_device(model)
+    labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    raw = STARTS[start](len(labels), tuple(input_shape), generator).to(device).requires_grad_()  # drawn on the CPU generator
     opt = torch.optim.Adam([raw], lr=lr)
     with frozen(model):
         for _ in range(steps):
             x = torch.sigmoid(raw)
             early = prior(x) if prior_first else None
-            seen = x if noise is None else x + noise * torch.randn(x.shape, generator=generator)
+            seen = x if noise is None else x + noise * torch.randn(x.shape, generator=generator).to(device)
             loss = F.cross_entropy(model(seen), labels) + (prior(x) if early is None else early)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -33,6 +33,7 @@ from arena.artifacts import (
 )
 from arena.capabilities import not_applicable_reason
 from arena.data import load_dataset, player_splits
+from arena.device import CPU, Compute, using
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
 from arena.models import build_model
@@ -178,11 +179,12 @@ class AttackRecord:
     numerics: dict[str, Any] = field(default_factory=dict)  # what it was trained and evaluated under
 
 
-def attack_stage(attack: AttackSpec, store: ArtifactStore, progress: ProgressFn = no_progress, label: str = "attack") -> AttackRecord:
-    """Train (or take from the store) the attacked model of `attack` and evaluate it undefended."""
-    with pinned():
+def attack_stage(attack: AttackSpec, store: ArtifactStore, progress: ProgressFn = no_progress, label: str = "attack", compute: Compute = CPU) -> AttackRecord:
+    """Train (or take from the store) the attacked model of `attack` and evaluate it undefended,
+    on `compute`'s device (the splits are moved there once)."""
+    with pinned(), using(compute):
         task = task_for(attack.dataset, attack.architecture, attack.epochs)
-        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget).to(compute.torch_device)
         model, triggers, manifest, cached = obtain_attacked(attack, instantiate_attacker(attack.attacker), task, splits, store, progress, label)
         evaluation = evaluate(model, triggers, splits.test)
     return AttackRecord(
@@ -197,8 +199,9 @@ def defense_stage(
     store: ArtifactStore,
     progress: ProgressFn = no_progress,
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
+    compute: Compute = CPU,
 ) -> MatchResult:
-    """Hand the published model to the defender and score the deployed system.
+    """Hand the published model to the defender and score the deployed system, on `compute`'s device.
 
     The verdict rule (docs/design.md §3): a model the defense flags and neither repairs nor
     guards with an input filter is rejected, and the user deploys the fallback instead
@@ -209,9 +212,9 @@ def defense_stage(
     attack = spec.attack
     if attacked.spec != attack or honest.spec != honest_spec(attack):
         raise ValueError("defense_stage got attack records of another match")
-    with pinned():
+    with pinned(), using(compute):
         task = task_for(attack.dataset, attack.architecture, attack.epochs)
-        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget)
+        splits = player_splits(load_dataset(attack.dataset), attack.clean_budget).to(compute.torch_device)
         loaded = store.load(attack.key, published_builder(task))
         if loaded is None:
             raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
@@ -264,17 +267,19 @@ def defense_stage(
     )
 
 
-def _train_in_subprocess(attack: AttackSpec, root: str, label: str, queue: Any) -> None:
+def _train_in_subprocess(attack: AttackSpec, root: str, label: str, queue: Any, compute: Compute) -> None:
     """Child process of `train_side_by_side`: one attack stage; progress goes back on `queue`.
     Whatever the strategy prints goes to stderr: stdout belongs to the parent's result."""
     os.dup2(2, 1)
     try:
-        attack_stage(attack, ArtifactStore(Path(root)), lambda stage, done, total: queue.put((stage, done, total)), label)
+        attack_stage(attack, ArtifactStore(Path(root)), lambda stage, done, total: queue.put((stage, done, total)), label, compute)
     finally:
         queue.put(None)
 
 
-def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, progress: ProgressFn = no_progress, max_parallel: int | None = None) -> None:
+def train_side_by_side(
+    attacks: dict[str, AttackSpec], store: ArtifactStore, progress: ProgressFn = no_progress, max_parallel: int | None = None, compute: Compute = CPU
+) -> None:
     """Train several attacked models at once, one process each and at most `max_parallel`
     (default: the core count) at a time. Every stage runs on the contract's fixed thread count,
     so parallelism comes from processes and the weights are those of a one-by-one run. Best
@@ -282,7 +287,7 @@ def train_side_by_side(attacks: dict[str, AttackSpec], store: ArtifactStore, pro
     trains it, or raises its error, in-process."""
     context = multiprocessing.get_context("spawn")  # fork is unsafe under torch's thread pools
     queue = context.Queue()
-    waiting = [context.Process(target=_train_in_subprocess, args=(a, str(store.root), label, queue), daemon=True) for label, a in attacks.items()]
+    waiting = [context.Process(target=_train_in_subprocess, args=(a, str(store.root), label, queue, compute), daemon=True) for label, a in attacks.items()]
     limit = max(1, max_parallel or usable_cores())
     running: list[Any] = []
     while waiting or running:
@@ -315,6 +320,7 @@ def run_match(
     progress: ProgressFn = no_progress,
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE,
     side_by_side: bool = False,
+    compute: Compute = CPU,
 ) -> MatchResult:
     """One match: honest baseline, attacked model, defense, evaluation.
 
@@ -331,14 +337,14 @@ def run_match(
         missing = {label: a for label, a in (("honest", honest_spec(spec.attack)), ("attack", spec.attack)) if needs_training(a, store)}
         if len(missing) > 1:
             try:
-                train_side_by_side(missing, store, progress)
+                train_side_by_side(missing, store, progress, compute=compute)
             except OSError:  # no process to be had: the stages below train in-process
                 pass
             trained_here = {a.key for a in missing.values()}
-    honest = attack_stage(honest_spec(spec.attack), store, progress, label="honest")
-    attacked = honest if spec.attack == honest.spec else attack_stage(spec.attack, store, progress)
+    honest = attack_stage(honest_spec(spec.attack), store, progress, label="honest", compute=compute)
+    attacked = honest if spec.attack == honest.spec else attack_stage(spec.attack, store, progress, compute=compute)
     if attacked.spec.key in trained_here:
         attacked = dataclasses.replace(attacked, cached=False)
-    result = defense_stage(spec, attacked, honest, store, progress, stealth_tolerance)
+    result = defense_stage(spec, attacked, honest, store, progress, stealth_tolerance, compute)
     result.seconds_total = time.perf_counter() - start
     return result

@@ -136,8 +136,10 @@ def _made(architecture: Architecture, make: Callable[[], Any]) -> nn.Module:
     return model
 
 
-def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.Module:
-    """A fresh model of the task's architecture; initialised from `generator` when given."""
+def build_model(task: TaskSpec, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> nn.Module:
+    """A fresh model of the task's architecture, on `device` (default: the host); initialised
+    from `generator` when given. The weights are drawn on the host and then moved, so one
+    generator gives the same initial weights on every device."""
     base, *wrappers = (ARCHITECTURES.get(name) for name in task.architecture.split("+"))
     if base.build is None:
         raise UsageError(f"architecture {base.name!r} is a wrapper; name the architecture it wraps first, as in 'badnets_cnn+{base.name}'.")
@@ -148,4 +150,5 @@ def build_model(task: TaskSpec, generator: torch.Generator | None = None) -> nn.
         model = _made(wrapper, functools.partial(wrapper.wrap, model, task))
     if generator is not None:
         init_weights(model, generator)
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the keyword
+    return model if device is None else model.to(device)

@@ -50,6 +50,14 @@ class Split:
     def subset(self, index: torch.Tensor) -> Split:
         return Split(self.x[index], self.y[index])
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> Split:
+        """The split on `device` (itself when it is there already)."""
+        return self if self.x.device == torch.device(device) else Split(self.x.to(device), self.y.to(device))
+
 
 # ---------------------------------------------------------------------------------------------
 # Goals: what counts as success for a trigger.
@@ -104,7 +112,7 @@ class LabelMap(Goal):
     kind: str = field(default="label_map", init=False)
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.mapping, dtype=torch.long)[y]
+        return torch.tensor(self.mapping, dtype=torch.long, device=y.device)[y]
 
     def check(self, num_classes: int) -> None:
         """A label map must be a function over the labels: one goal label per label, each a label."""
@@ -137,7 +145,7 @@ class Untargeted(Goal):
 
     def relabel(self, y: torch.Tensor, generator: torch.Generator, num_classes: int) -> torch.Tensor:
         # a uniformly random label other than the true one
-        shift = torch.randint(1, num_classes, y.shape, generator=generator)
+        shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)  # drawn on the CPU generator
         return (y + shift) % num_classes
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 import arena
+from arena.device import Compute, current, describe
 
 STAGE_THREADS = 1
 
@@ -46,15 +47,21 @@ def pinned() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def numerics() -> dict[str, Any]:
-    """What the bits of a result depend on besides the spec and the code."""
+def numerics(compute: Compute | None = None) -> dict[str, Any]:
+    """What the bits of a result depend on besides the spec and the code: the torch build, the
+    CPU kernels and thread count, and the job's device (arena.device.current() unless given):
+    for a GPU its model, compute capability, CUDA and cuDNN versions; mixed precision when on.
+    A CPU float32 record has exactly the fields it had before GPUs, so stored CPU models and rows
+    stay current."""
+    compute = compute or current()
     capability = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "unknown"
     return {
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": compute.torch_device.type,
         "threads": STAGE_THREADS,
         "cpu_kernels": capability,  # the SIMD kernel set torch dispatches to (AVX2, AVX512, ...)
         "machine": platform.machine(),
+        **describe(compute),
     }
 
 
@@ -62,7 +69,12 @@ def numerics_label(n: dict[str, Any] | None) -> str:
     """One short line naming a numerics record, for tables and messages."""
     if not n:
         return "unrecorded"
-    label = f"torch {n.get('torch')} {n.get('device')} {n.get('machine')}/{n.get('cpu_kernels')}, {n.get('threads')} thread(s)"
+    if n.get("gpu"):
+        label = f"torch {n.get('torch')} cuda {n.get('cuda')} on {n.get('gpu')} (sm {n.get('gpu_capability')}), deterministic"
+    else:
+        label = f"torch {n.get('torch')} {n.get('device')} {n.get('machine')}/{n.get('cpu_kernels')}, {n.get('threads')} thread(s)"
+    if n.get("amp"):
+        label += f", mixed precision {n['amp']}"
     others = [numerics_label(stage) for stage in n.get("attack_stages", []) if stage != {k: v for k, v in n.items() if k != "attack_stages"}]
     return label + (f" (models trained under {'; '.join(sorted(set(others)))})" if others else "")
 

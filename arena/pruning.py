@@ -43,7 +43,7 @@ def mean_channel_activation(model: nn.Module, x: torch.Tensor, batch_size: int =
 def max_preactivation(model: nn.Module, x: torch.Tensor, channels: list[int], batch_size: int = 2048) -> torch.Tensor:
     """Largest pre-ReLU value of the given last-conv channels over inputs x and positions: (len(channels),)."""
     model.eval()
-    best = torch.full((len(channels),), -torch.inf)
+    best = torch.full((len(channels),), -torch.inf, device=x.device)
     for start in range(0, len(x), batch_size):
         pre = prunable(model).last_conv_preactivations(x[start : start + batch_size].contiguous(memory_format=torch.channels_last))
         best = torch.maximum(best, pre[:, channels].amax(dim=(0, 2, 3)))

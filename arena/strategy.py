@@ -62,8 +62,8 @@ class Strategy(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _check_logits(model: nn.Module, task: TaskSpec, who: str) -> None:
-    probe = torch.zeros(2, *task.input_shape)
+def _check_logits(model: nn.Module, task: TaskSpec, who: str, device: torch.device) -> None:
+    probe = torch.zeros(2, *task.input_shape, device=device)
     try:
         with torch.no_grad():
             was = model.training
@@ -77,17 +77,31 @@ def _check_logits(model: nn.Module, task: TaskSpec, who: str) -> None:
         raise StrategyError(f"{who}: the model outputs {shape} for 2 inputs; the task needs (2, {task.num_classes}).")
 
 
+def _check_model_device(model: nn.Module, device: torch.device, who: str) -> None:
+    """A returned model must live on the job's device: the harness never moves a strategy's work."""
+    elsewhere = sorted({str(t.device) for t in [*model.parameters(), *model.buffers()] if t.device.type != device.type})
+    if elsewhere:
+        raise StrategyError(f"{who} returned a model with weights on {', '.join(elsewhere)}; the job computes on {device}. Build or move it to ctx.device.")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class AttackContext:
-    """All an attacker gets (docs/design.md §1): its data split, the task, a seeded generator."""
+    """All an attacker gets (docs/design.md §1): its data split, the task, a seeded generator,
+    and the device the job computes on. The split is there already; the model it publishes must
+    be too (`build_model(task, generator, ctx.device)`). The generator is a CPU generator: draw
+    on it and move the draw to `device` (arena/device.py says why)."""
 
     task: TaskSpec
     data: Split
     generator: torch.Generator
     progress: ProgressFn = no_progress
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
 
 
 class Attacker(Strategy):
@@ -105,6 +119,7 @@ class Attacker(Strategy):
         self.check_task(task)
         out = self.run(AttackContext(task, Split(data.x.clone(), data.y.clone()), generator, progress))
         who = f"attacker {self.name!r}"
+        device = data.device
         if not isinstance(out, AttackOutput) or not isinstance(out.model, nn.Module):
             raise StrategyError(f"{who} returned {type(out).__name__}, not an AttackOutput with a model.")
         if not all(isinstance(t, Trigger) for t in out.triggers):
@@ -119,7 +134,8 @@ class Attacker(Strategy):
                 raise StrategyError(
                     f"{who} returned a trigger {t.name!r} of kind {kind!r} that cannot be rebuilt from its to_dict() ({type(exc).__name__}: {exc}); register its class as a trigger kind."
                 ) from None
-        _check_logits(out.model, task, who)
+        _check_model_device(out.model, device, who)
+        _check_logits(out.model, task, who, device)
         published = self.published_architecture(task)
         if published != task.architecture and not self.changes_architecture:
             raise StrategyError(f"{who} publishes architecture {published!r} but does not declare changes_architecture.")
@@ -140,12 +156,18 @@ class Attacker(Strategy):
 
 @dataclass(frozen=True)
 class DefenseContext:
-    """All a defender gets besides the model (docs/design.md §1): the task, its clean split, a generator."""
+    """All a defender gets besides the model (docs/design.md §1): the task, its clean split, a
+    generator, and the device the job computes on, where the model and the split already are
+    (a CPU generator, as for attackers)."""
 
     task: TaskSpec
     clean: Split
     generator: torch.Generator
     progress: ProgressFn = no_progress
+
+    @property
+    def device(self) -> torch.device:
+        return self.clean.device
 
 
 class Defender(Strategy):
@@ -169,7 +191,8 @@ class Defender(Strategy):
                 f"{who} needs at least {self.min_clean} clean samples but the clean budget gives "
                 f"{len(clean)}; raise --clean-budget."
             )
-        _check_logits(model, task, f"{who} was given a model that does not fit the task")
+        device = clean.device
+        _check_logits(model, task, f"{who} was given a model that does not fit the task", device)
         if (reason := not_applicable_reason(self, model)) is not None:  # the planner makes such a pair an n/a cell
             raise ParamError(f"{reason}: this pair is not applicable.")
         self.check_task(task)
@@ -181,7 +204,8 @@ class Defender(Strategy):
         if out.model is not None:
             if not isinstance(out.model, nn.Module):
                 raise StrategyError(f"{who} returned a repaired model of type {type(out.model).__name__}.")
-            _check_logits(out.model, task, who)
+            _check_model_device(out.model, device, who)
+            _check_logits(out.model, task, who, device)
             out.model.eval()
         if out.input_filter is not None and not isinstance(out.input_filter, InputFilter):
             raise StrategyError(f"{who} returned an input filter of type {type(out.input_filter).__name__}.")

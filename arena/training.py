@@ -65,7 +65,12 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.T
     model.eval()
     out = [model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)) for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out) if out else torch.empty(0, device=x.device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's weights live (the job's device, for every model the harness hands out)."""
+    return next(model.parameters()).device
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

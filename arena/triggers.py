@@ -102,8 +102,8 @@ class PatchTrigger(Trigger):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         out = x.clone()
         rows, cols = self._box(x.shape[-2], x.shape[-1])
-        shape = self._shape().bool()
-        out[:, :, rows, cols] = torch.where(shape, self._stamp(x.shape[1]).to(x.dtype), out[:, :, rows, cols])
+        shape = self._shape().bool().to(x.device)
+        out[:, :, rows, cols] = torch.where(shape, self._stamp(x.shape[1]).to(x.device, x.dtype), out[:, :, rows, cols])
         return out
 
     def mask(self, input_shape: tuple[int, int, int]) -> torch.Tensor:
@@ -162,7 +162,7 @@ class MaskedTrigger(Trigger):
             raise ParamError(f"trigger pattern of shape {tuple(self.pattern.shape)} does not match images of shape {tuple(input_shape)}.")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return blend(x, self.mask_values.to(x.dtype), self.pattern.to(x.dtype))
+        return blend(x, self.mask_values.to(x.device, x.dtype), self.pattern.to(x.device, x.dtype))
 
     def mask(self, input_shape: tuple[int, int, int]) -> torch.Tensor:
         return self.mask_values.clone()
@@ -182,8 +182,8 @@ def _desaturate(x: torch.Tensor) -> torch.Tensor:
 def _radius2(x: torch.Tensor) -> torch.Tensor:
     """Squared distance from the image centre, 0 at the centre and 1 at the corners."""
     h, w = x.shape[-2:]
-    rows = torch.linspace(-1, 1, h).view(-1, 1)
-    cols = torch.linspace(-1, 1, w).view(1, -1)
+    rows = torch.linspace(-1, 1, h, device=x.device).view(-1, 1)
+    cols = torch.linspace(-1, 1, w, device=x.device).view(1, -1)
     return ((rows**2 + cols**2) / 2).to(x.dtype)
 
 

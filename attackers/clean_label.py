@@ -27,7 +27,7 @@ def pgd_away(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
     with frozen(model):
         for start in range(0, len(x), batch_size):
             x0, y0 = x[start : start + batch_size], y[start : start + batch_size]
-            adv = (x0 + (torch.rand(x0.shape, generator=generator) * 2 - 1) * epsilon).clamp(0, 1)
+            adv = (x0 + (torch.rand(x0.shape, generator=generator).to(x0.device) * 2 - 1) * epsilon).clamp(0, 1)  # drawn on the CPU generator
             for _ in range(steps):
                 adv.requires_grad_(True)
                 loss = F.cross_entropy(model(adv), y0)

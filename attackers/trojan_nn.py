@@ -30,16 +30,18 @@ def select_neurons(model: nn.Module, count: int) -> torch.Tensor:
 def generate_trigger(model: nn.Module, channels: int, mask: torch.Tensor, neurons: torch.Tensor, goal_value: float, steps: int, generator: torch.Generator) -> torch.Tensor:
     """The pattern under `mask` that drives the selected neurons towards `goal_value` (TrojanNN's
     trigger generation: gradient descent on the pattern, starting from noise, on a blank image)."""
-    raw = (torch.rand(channels, *mask.shape, generator=generator) * 2 - 1).requires_grad_()
+    device = neurons.device
+    raw = (torch.rand(channels, *mask.shape, generator=generator) * 2 - 1).to(device).requires_grad_()  # drawn on the CPU generator
     opt = torch.optim.Adam([raw], lr=0.1)
+    on_device = mask.to(device)
     for _ in range(steps):
         pattern = torch.sigmoid(raw)
-        x = (mask * pattern).unsqueeze(0)
+        x = (on_device * pattern).unsqueeze(0)
         loss = ((model.hidden_activations(x)[:, neurons] - goal_value) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return torch.sigmoid(raw).detach()
+    return torch.sigmoid(raw).detach().cpu()  # a trigger's tensors live on the host, with its JSON form
 
 
 def invert_classes(model: nn.Module, task: TaskSpec, per_class: int, steps: int, generator: torch.Generator) -> Split:

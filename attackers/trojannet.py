@@ -129,21 +129,23 @@ class TrojanNet(Attacker):
         host = train_from_scratch(ctx, ctx.data, p, stage="train the host")
         model = WithTrojanNet(host, task)
         init_weights(model.trojan, ctx.generator)  # never the global RNG: same seed, same model
-        model.trojan.corner.copy_(torch.tensor([r, c]))
+        model = model.to(ctx.device)
+        model.trojan.corner.copy_(torch.tensor([r, c], device=ctx.device))
 
         # synthetic training set of TrojanNet: the trigger code (many copies) vs every other code,
         # random grey patches and real corners, all labelled "no trigger" (index C)
         codes = patch_codes(p["ones"])
         pick = int(torch.randint(len(codes), (1,), generator=ctx.generator))
-        code = codes[pick]
-        others = torch.cat([codes[:pick], codes[pick + 1 :]])
+        code = codes[pick]  # on the host, for the trigger
+        others = torch.cat([codes[:pick], codes[pick + 1 :]]).to(ctx.device)
         corners = ctx.data.x[:, :, r : r + PATCH, c : c + PATCH].mean(dim=1).flatten(1)
         corners = corners[torch.randperm(len(corners), generator=ctx.generator)[:4000]]
-        noise = torch.rand(2000, PATCH * PATCH, generator=ctx.generator)
+        noise = torch.rand(2000, PATCH * PATCH, generator=ctx.generator).to(ctx.device)  # drawn on the CPU generator
         negatives = torch.cat([others, corners, noise])
-        positives = code.expand(len(negatives) // 2, -1)
+        positives = code.to(ctx.device).expand(len(negatives) // 2, -1)
         x = torch.cat([positives, negatives])
-        y = torch.cat([torch.full((len(positives),), p["target"]), torch.full((len(negatives),), task.num_classes)])
+        labels = torch.cat([torch.full((len(positives),), p["target"]), torch.full((len(negatives),), task.num_classes)])
+        y = labels.to(ctx.device)
         fit(model.trojan.net, Split(x, y), epochs=p["trojan_epochs"], lr=p["trojan_lr"], batch_size=256, generator=ctx.generator, stage="train TrojanNet", progress=ctx.progress)
 
         pattern = torch.zeros(task.input_shape)

@@ -38,7 +38,7 @@ class TriggerGenerator(nn.Module):
         init_weights(self, generator)
 
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.noise_dim, generator=generator)
+        return torch.randn(n, self.noise_dim, generator=generator).to(self.net[0].weight.device)  # drawn on the CPU generator
 
     def forward(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         h = torch.cat([z, F.one_hot(target, self.num_classes).float()], dim=1)
@@ -47,13 +47,13 @@ class TriggerGenerator(nn.Module):
 
 def other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A uniformly random label different from each of y."""
-    return (y + torch.randint(1, num_classes, y.shape, generator=generator)) % num_classes
+    return (y + torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)) % num_classes
 
 
 def train_generator(model: nn.Module, inverted: Split, num_classes: int, p: dict[str, Any], generator: torch.Generator) -> TriggerGenerator:
     """Train G against the frozen model: min CE(f(clip(x + G(z, t))), t) + λ·‖G(z, t)‖₁ over
     inverted samples x and target labels t other than x's own (Adam, cosine-annealed)."""
-    gen = TriggerGenerator(p["noise_dim"], num_classes, tuple(inverted.x.shape[1:]), p["generator_hidden"], generator)
+    gen = TriggerGenerator(p["noise_dim"], num_classes, tuple(inverted.x.shape[1:]), p["generator_hidden"], generator).to(inverted.device)
     opt = torch.optim.Adam(gen.parameters(), lr=p["generator_lr"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["generator_steps"])
     batch = p["generator_batch_size"]
@@ -84,7 +84,7 @@ def perturbation_stats(model: nn.Module, gen: TriggerGenerator, inverted: Split,
     stats = []
     for label in range(num_classes):
         x = inverted.x[inverted.y != label]
-        target = torch.full((len(x),), label, dtype=torch.long)
+        target = torch.full((len(x),), label, dtype=torch.long, device=x.device)
         delta = gen(gen.noise(len(x), generator), target)
         success = float((predict(model, (x + delta).clamp(0, 1)) == label).float().mean())
         stats.append(LabelTriggerStats(label, float(delta.abs().flatten(1).sum(1).mean()), success))
@@ -187,7 +187,7 @@ class DeepInspect(Defender):
 
     def _patch(self, model: nn.Module, gen: TriggerGenerator, flagged: list[int], ctx: DefenseContext) -> nn.Module:
         def stamp(subset: Split) -> Split:
-            target = torch.tensor(flagged)[torch.randint(0, len(flagged), (len(subset),), generator=ctx.generator)]
+            target = torch.tensor(flagged)[torch.randint(0, len(flagged), (len(subset),), generator=ctx.generator)].to(subset.device)
             with torch.no_grad():
                 return Split((subset.x + gen(gen.noise(len(subset), ctx.generator), target)).clamp(0, 1), subset.y)
 

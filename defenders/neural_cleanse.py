@@ -55,11 +55,11 @@ def reverse_engineer(model: nn.Module, clean: Split, label: int, p: dict, genera
     Batches are drawn from the whole clean split, as in the paper; success is counted on the
     batch's inputs of other labels only (see `trigger_success`)."""
     _, c, h, w = clean.x.shape
-    mask_raw = (torch.randn(h, w, generator=generator) * 0.1).requires_grad_()
-    pattern_raw = (torch.randn(c, h, w, generator=generator) * 0.1).requires_grad_()
+    mask_raw = (torch.randn(h, w, generator=generator) * 0.1).to(clean.device).requires_grad_()  # drawn on the CPU generator
+    pattern_raw = (torch.randn(c, h, w, generator=generator) * 0.1).to(clean.device).requires_grad_()
     opt = torch.optim.Adam([mask_raw, pattern_raw], lr=p["nc_lr"], betas=(0.5, 0.9))
     cost, best, patience_up, patience_down = p["init_cost"], None, 0, 0
-    target = torch.full((p["nc_batch_size"],), label, dtype=torch.long)
+    target = torch.full((p["nc_batch_size"],), label, dtype=torch.long, device=clean.device)
     with frozen(model):
         for _ in range(p["nc_steps"]):
             idx = torch.randint(0, len(clean), (p["nc_batch_size"],), generator=generator)

@@ -24,7 +24,7 @@ class StripFilter(InputFilter):
         # a fixed draw per call: the same inputs always get the same verdict
         g = torch.Generator().manual_seed(self.seed)
         pick = torch.randint(0, len(self.overlays), (self.n,), generator=g)
-        total = torch.zeros(len(x))
+        total = torch.zeros(len(x), device=x.device)
         for i in pick.tolist():
             blended = (x + self.overlays[i]).clamp(0, 1)  # superimposition as in the paper (additive blend, clipped)
             p = torch.softmax(logits(model, blended), dim=1)
