@@ -20,7 +20,7 @@ from torch import nn
 
 import arena
 from arena.data import PlayerSplits
-from arena.device import current
+from arena.device import CPU, Compute, current, store_key
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.models import ARCHITECTURES, build_model
 from arena.protocol import ProgressFn, TaskSpec, Trigger, no_progress
@@ -60,8 +60,9 @@ def obtain_attacked(
         record = {"spec": attack.to_dict(), "triggers": triggers, "published_architecture": published, "origins": origins_of(triggers, published)}
         return out.model, record
 
-    model, manifest, cached = _obtain(store, attack.key, code_fingerprint(type(attacker)), task, train)
-    return model, _manifest_triggers(manifest, store.manifest_path(attack.key)), manifest, cached
+    key = store_key(attack.key, current())
+    model, manifest, cached = _obtain(store, key, code_fingerprint(type(attacker)), task, train)
+    return model, _manifest_triggers(manifest, store.manifest_path(key)), manifest, cached
 
 
 def _obtain(
@@ -94,9 +95,9 @@ def _obtain(
     return loaded[0], loaded[1], False
 
 
-def _provenance_of(fingerprint: str) -> dict[str, Any]:
+def _provenance_of(fingerprint: str, compute: Compute | None = None) -> dict[str, Any]:
     """What a stored artifact must record to be reused here: its code and these numerics."""
-    return {"fingerprint": fingerprint, "numerics": numerics()}
+    return {"fingerprint": fingerprint, "numerics": numerics(compute)}
 
 
 def _is_current(manifest: dict[str, Any] | None, current: dict[str, Any]) -> bool:
@@ -124,7 +125,7 @@ def obtain_fallback(attack: AttackSpec, task: TaskSpec, splits: PlayerSplits, st
         out = trainer.attack(budget, splits.clean, generator)
         return out.model, {"spec": {"fallback_of": honest.to_dict(), "epochs": budget.epochs}, "triggers": []}
 
-    model, manifest, _ = _obtain(store, key, code_fingerprint(type(trainer)), task, train)
+    model, manifest, _ = _obtain(store, store_key(key, current()), code_fingerprint(type(trainer)), task, train)
     return model, str(manifest["sha256"])
 
 
@@ -180,5 +181,6 @@ def _instantiate(cls: Any, spec: StrategySpec) -> Any:
     return cls(**spec.param_dict)
 
 
-def needs_training(attack: AttackSpec, store: ArtifactStore) -> bool:
-    return not _is_current(store.read_manifest(attack.key), _provenance_of(code_fingerprint(ATTACKERS.get(attack.attacker.name))))
+def needs_training(attack: AttackSpec, store: ArtifactStore, compute: Compute = CPU) -> bool:
+    current_here = _provenance_of(code_fingerprint(ATTACKERS.get(attack.attacker.name)), compute)
+    return not _is_current(store.read_manifest(store_key(attack.key, compute)), current_here)

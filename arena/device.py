@@ -142,6 +142,26 @@ def describe(compute: Compute) -> dict[str, Any]:
     return out
 
 
+def numerics_class(n: dict[str, Any] | None) -> str:
+    """The coarse numerics a stored model or a result row was computed under: "cpu", "cuda", with
+    "+amp" for mixed precision. Models and rows of one class are reused by a job of that class
+    only: a GPU job never takes a CPU-trained model or a CPU row as its own, nor the reverse."""
+    n = n or {}
+    return ("cuda" if n.get("device") == "cuda" or n.get("gpu") else "cpu") + ("+amp" if n.get("amp") else "")
+
+
+def compute_class(compute: Compute) -> str:
+    return ("cuda" if compute.device.startswith("cuda") else "cpu") + ("+amp" if compute.amp else "")
+
+
+def store_key(key: str, compute: Compute) -> str:
+    """The artifact-store key of a model of spec key `key` trained under `compute`: the spec key
+    itself on CPU float32 (so every stored and published CPU model keeps its key), suffixed by the
+    numerics class otherwise, so models of two classes sit side by side and neither replaces the other."""
+    cls = compute_class(compute)
+    return key if cls == "cpu" else f"{key}.{cls.replace('+', '-')}"
+
+
 def cluster_gpus() -> float:
     """GPUs of the running Ray cluster (0 where it has none)."""
     import ray

@@ -33,7 +33,7 @@ from arena.artifacts import (
 )
 from arena.capabilities import not_applicable_reason
 from arena.data import load_dataset, player_splits
-from arena.device import CPU, Compute, using
+from arena.device import CPU, Compute, store_key, using
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
 from arena.models import build_model
@@ -215,7 +215,7 @@ def defense_stage(
     with pinned(), using(compute):
         task = task_for(attack.dataset, attack.architecture, attack.epochs)
         splits = player_splits(load_dataset(attack.dataset), attack.clean_budget).to(compute.torch_device)
-        loaded = store.load(attack.key, published_builder(task))
+        loaded = store.load(store_key(attack.key, compute), published_builder(task))
         if loaded is None:
             raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} is not in the store at {store.root}")
         model, manifest = loaded
@@ -334,7 +334,7 @@ def run_match(
     trained_here: set[str] = set()
     work = len(load_dataset(spec.attack.dataset).train) * spec.attack.epochs
     if side_by_side and usable_cores() > 1 and work >= SIDE_BY_SIDE_MIN_SAMPLE_EPOCHS:
-        missing = {label: a for label, a in (("honest", honest_spec(spec.attack)), ("attack", spec.attack)) if needs_training(a, store)}
+        missing = {label: a for label, a in (("honest", honest_spec(spec.attack)), ("attack", spec.attack)) if needs_training(a, store, compute)}
         if len(missing) > 1:
             try:
                 train_side_by_side(missing, store, progress, compute=compute)

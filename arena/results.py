@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from arena.device import numerics_class
 from arena.errors import StoreError
 from arena.specs import MatchSpec, canonical_json
 
@@ -57,14 +58,16 @@ class ResultsStore:
             (suite, spec.key, json.dumps(spec.to_dict()), status, None if result is None else json.dumps(result), error, attempts, time.strftime("%Y-%m-%dT%H:%M:%S%z")),
         )
 
-    def finished(self, suite: str) -> set[str]:
-        """Keys of the matches of `suite` that ended `ok` under the installed strategies' code:
-        a rerun skips them, and re-runs stale ones (see `mark_stale`)."""
+    def finished(self, suite: str, numerics: str = "cpu") -> set[str]:
+        """Keys of the matches of `suite` that ended `ok` under the installed strategies' code and
+        under the numerics class `numerics` (arena.device.numerics_class): a rerun of that class
+        skips them, and re-runs stale ones (see `mark_stale`) and those of another class."""
         frame = self.frame(suite)
         if frame.empty:
             return set()
         frame = mark_stale(frame)
-        return set(frame.match_key[(frame.status == "ok") & ~frame.stale])
+        ours = [numerics_class(json.loads(n) if isinstance(n, str) else None) == numerics for n in frame.numerics]
+        return set(frame.match_key[(frame.status == "ok") & ~frame.stale & ours])
 
     def rows(self, suite: str) -> list[dict[str, Any]]:
         cursor = self.db.execute("SELECT key, spec, status, result, error, attempts, updated FROM matches WHERE suite = ? ORDER BY key", (suite,))

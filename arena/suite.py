@@ -13,6 +13,7 @@
       - name: pruning_aware       # a grid: every point is a strategy of its own
         grid: {prune_accuracy_drop: [0.02, 0.04]}
     defenders: [none, fine_pruning]
+    gpus_per_task: 0.25           # optional: a GPU share per match (0.25 packs four per card); default 0, CPUs
     limits:                       # optional
       attack_timeout_s: 3600
       defense_timeout_s: 900
@@ -46,7 +47,7 @@ from arena.protocol import TaskSpec
 from arena.registry import ATTACKERS, DEFENDERS, Registry
 from arena.specs import AttackSpec, MatchSpec, StrategySpec
 
-TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance"}
+TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance", "gpus_per_task"}
 LIMIT_KEYS = {"attack_timeout_s", "defense_timeout_s", "retries", "max_matches"}
 
 
@@ -74,6 +75,7 @@ class Suite:
     defenders: tuple[StrategySpec, ...]
     limits: Limits = field(default_factory=Limits)
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
+    gpus_per_task: float = 0.0  # where the grid runs, not what it computes: not part of any spec
     path: Path | None = None
     # (attacker, defender) pairs whose defense cannot act on the attacker's published model, and
     # why: n/a cells, decided here before anything runs (docs/design.md §10)
@@ -151,12 +153,15 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
     try:
         clean_budget = float(data.get("clean_budget", DEFAULT_CLEAN_BUDGET))
         tolerance = float(data.get("stealth_tolerance", DEFAULT_STEALTH_TOLERANCE))
+        gpus_per_task = float(data.get("gpus_per_task", 0.0))
         epochs_raw = data.get("epochs")
         epochs = None if epochs_raw is None else int(epochs_raw)
     except (TypeError, ValueError) as exc:
         raise SuiteError(f"bad number in the suite: {exc}.") from None
     if not 0.0 < clean_budget <= 0.5:
         raise SuiteError(f"`clean_budget` {clean_budget} must be a fraction in (0, 0.5].")
+    if gpus_per_task < 0 or gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+        raise SuiteError(f"`gpus_per_task` {gpus_per_task:g} must be a share of one GPU in [0, 1] (0.25 packs four matches per card) or a whole number of GPUs.")
     dataset = str(data["dataset"])
     architecture = str(data.get("architecture", DEFAULT_ARCHITECTURE))
     try:
@@ -190,6 +195,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         defenders=defenders,
         limits=limits,
         stealth_tolerance=tolerance,
+        gpus_per_task=gpus_per_task,
         path=path,
         not_applicable=not_applicable,
     )

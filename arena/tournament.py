@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from arena.artifacts import honest_spec
+from arena.device import CPU, DEVICE_CHOICES, Compute, DeviceError, check_gpus_per_task, cluster_gpus, compute_class, resolve
 from arena.match import AttackRecord, attack_stage, defense_stage
 from arena.results import ResultsStore
 from arena.specs import AttackSpec, MatchSpec
@@ -47,6 +48,7 @@ class AttackJob:
     """Train (or take from the store) one attacked model and evaluate it undefended."""
 
     attack: AttackSpec
+    compute: Compute = CPU
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class DefenseJob:
     attacked: AttackRecord
     honest: AttackRecord
     stealth_tolerance: float
+    compute: Compute = CPU
 
 
 Job = AttackJob | DefenseJob
@@ -103,14 +106,18 @@ def run_job(job: Job, home: str) -> AttackRecord | dict[str, Any]:
     """What a worker does with a job: an attack record, or a match result as JSON."""
     _worker_setup(home)
     if isinstance(job, AttackJob):
-        return attack_stage(job.attack, ArtifactStore())
-    return defense_stage(job.match, job.attacked, job.honest, ArtifactStore(), stealth_tolerance=job.stealth_tolerance).to_json()
+        return attack_stage(job.attack, ArtifactStore(), compute=job.compute)
+    return defense_stage(job.match, job.attacked, job.honest, ArtifactStore(), stealth_tolerance=job.stealth_tolerance, compute=job.compute).to_json()
 
 
 class Executor(Protocol):
     """Runs jobs; the scheduler asks it for finished ones and cancels overdue ones."""
 
     slots: int  # jobs it runs at once
+
+    def compute(self, choice: str, amp: bool) -> Compute:
+        """The one Compute of every job of this run, for the user's `--device` choice; a choice
+        its workers cannot honour is a DeviceError here, before anything is scheduled."""
 
     def submit(self, job: Job) -> Any:
         """Start `job`; returns a handle."""
@@ -133,6 +140,9 @@ class SerialExecutor:
         self.home = home or str(arena_home())
         self._outcomes: dict[int, Any] = {}
         self._next = 0
+
+    def compute(self, choice: str, amp: bool) -> Compute:
+        return resolve(choice, amp)  # the jobs run here: this process's devices decide
 
     def submit(self, job: Job) -> int:
         handle, self._next = self._next, self._next + 1
@@ -162,10 +172,20 @@ def _short_error(exc: BaseException) -> str:
 
 
 class RayExecutor:
-    """Runs jobs as Ray tasks, one CPU slot each; starts a local Ray unless one is running or an
-    address is given (`--address`, `RAY_ADDRESS`)."""
+    """Runs jobs as Ray tasks, one CPU slot each and, with `gpus_per_task`, that share of a GPU
+    (0.25 packs four matches per card); starts a local Ray unless one is running or an address
+    is given (`--address`, `RAY_ADDRESS`). A GPU task runs on one CPU and one torch thread: its
+    work is on the card, and the CPU side (the host generator's draws, the Python loop) is serial."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_task: float = 1.0, retries: int = 1, home: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_task: float = 1.0,
+        retries: int = 1,
+        home: str | None = None,
+        gpus_per_task: float = 0.0,
+    ) -> None:
         import ray
 
         if not ray.is_initialized():
@@ -177,8 +197,24 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
         self.home = home or str(arena_home())
-        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
-        self._remote = ray.remote(run_job).options(num_cpus=cpus_per_task, max_retries=retries, retry_exceptions=False)
+        self.gpus_per_task = gpus_per_task
+        self.cluster_gpus = cluster_gpus()
+        check_gpus_per_task(gpus_per_task, "auto", self.cluster_gpus)
+        slots = int(ray.cluster_resources().get("CPU", 1) // cpus_per_task)
+        if gpus_per_task > 0:
+            slots = min(slots, int(self.cluster_gpus / gpus_per_task + 1e-9))
+        self.slots = max(1, slots)
+        self._remote = ray.remote(run_job).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=retries, retry_exceptions=False)
+
+    def compute(self, choice: str, amp: bool) -> Compute:
+        """The workers compute where their resources put them: on their share of a GPU when the
+        tournament asks for one, else on CPUs (Ray hides the GPUs from tasks that asked for none)."""
+        check_gpus_per_task(self.gpus_per_task, choice, self.cluster_gpus)
+        if choice not in DEVICE_CHOICES:
+            resolve(choice, amp)  # its error
+        if choice == "cpu" and self.gpus_per_task > 0:
+            raise DeviceError(f"--device cpu with --gpus-per-task {self.gpus_per_task:g} would hold GPUs and never use them; drop one of the two.")
+        return Compute("cuda" if self.gpus_per_task > 0 else "cpu", amp)
 
     def submit(self, job: Job) -> Any:
         return self._remote.remote(job, self.home)
@@ -234,8 +270,11 @@ class _Flight:
 class _Run:
     """One tournament's bookkeeping: what is queued, in flight and settled, and the one row writer."""
 
-    def __init__(self, suite: Suite, results: ResultsStore, work: Plan, executor: Executor, summary: Summary, on_update: ProgressHook | None, start: float) -> None:
+    def __init__(
+        self, suite: Suite, results: ResultsStore, work: Plan, executor: Executor, summary: Summary, on_update: ProgressHook | None, start: float, compute: Compute
+    ) -> None:
         self.suite, self.results, self.work, self.executor, self.summary, self.on_update = suite, results, work, executor, summary, on_update
+        self.compute = compute
         self.start = start
         self.records: dict[str, AttackRecord | BaseException] = {}
         self.settled: set[str] = set()
@@ -291,10 +330,10 @@ class _Run:
             job: Job
             if self.ready:
                 m = self.ready.pop(0)
-                job = DefenseJob(m, self.records[m.attack.key], self.records[honest_spec(m.attack).key], self.suite.stealth_tolerance)  # type: ignore[arg-type]
+                job = DefenseJob(m, self.records[m.attack.key], self.records[honest_spec(m.attack).key], self.suite.stealth_tolerance, self.compute)  # type: ignore[arg-type]
                 limit = self.suite.limits.defense_timeout_s
             else:
-                job, limit = AttackJob(self.attack_queue.pop(0)), self.suite.limits.attack_timeout_s
+                job, limit = AttackJob(self.attack_queue.pop(0), self.compute), self.suite.limits.attack_timeout_s
             self.inflight[self.executor.submit(job)] = _Flight(job, time.monotonic() + limit, limit)
 
     def collect(self) -> None:
@@ -329,14 +368,27 @@ def run_tournament(
     address: str | None = None,
     num_cpus: int | None = None,
     on_update: ProgressHook | None = None,
+    device: str = "auto",
+    amp: bool = False,
+    gpus_per_task: float | None = None,
 ) -> Summary:
     """Play every missing or stale match of `suite`; rows go to `results` as they finish.
-    Without an executor, a `RayExecutor` (local Ray, or `address`)."""
+    Without an executor, a `RayExecutor` (local Ray, or `address`) with `gpus_per_task` (default:
+    the suite's) of a GPU per job. Every job computes under one Compute (`device`, `amp`); a row
+    computed under another numerics class (CPU, GPU, mixed precision) is not this run's: its
+    match is played again, so one game never mixes the two (docs/design.md §11)."""
     start = time.perf_counter()
-    work = plan(suite, results.finished(suite.name))
+    if device not in DEVICE_CHOICES:
+        resolve(device, amp)  # its error, before Ray starts
+    if executor is None:
+        gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
+        check_gpus_per_task(gpus, device, cluster=1.0)  # the cluster's own GPUs are checked once Ray is up
+        executor = RayExecutor(address, num_cpus, retries=suite.limits.retries, gpus_per_task=gpus)
+    compute = executor.compute(device, amp)
+    work = plan(suite, results.finished(suite.name, compute_class(compute)))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:
         return summary
     ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
-    _Run(suite, results, work, executor or RayExecutor(address, num_cpus, retries=suite.limits.retries), summary, on_update, start).play()
+    _Run(suite, results, work, executor, summary, on_update, start, compute).play()
     return summary

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from arena.artifacts import honest_spec, instantiate_attacker, instantiate_defender
+from arena.device import CPU, Compute
 from arena.errors import ArenaError, UsageError
 from arena.match import (
     Prepared,
@@ -115,10 +116,10 @@ def spec_of(row: Any, suite: Any) -> MatchSpec:
     return spec
 
 
-def _numerics_diff(published: Any) -> list[str]:
+def _numerics_diff(published: Any, compute: Compute = CPU) -> list[str]:
     if not isinstance(published, str) or not published:
         return ["unrecorded in the published row"]
-    theirs, ours = json.loads(published), numerics()
+    theirs, ours = json.loads(published), numerics(compute)
     return [f"{k}: {theirs.get(k)} vs {ours.get(k)}" for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
 
 
@@ -128,8 +129,10 @@ def verify_cells(
     tolerance: float = DEFAULT_TOLERANCE,
     progress: ProgressFn = no_progress,
     home: Path | None = None,
+    compute: Compute = CPU,
 ) -> list[CellCheck]:
-    """Replay each chosen row from an empty store (a temporary one unless `home` is given)."""
+    """Replay each chosen row from an empty store (a temporary one unless `home` is given), on
+    `compute`'s device."""
     specs = [spec_of(row, suite) for row in chosen.itertuples()]
     with tempfile.TemporaryDirectory(prefix="arena-verify-") as tmp:
         store = ArtifactStore(home or Path(tmp))
@@ -138,27 +141,27 @@ def verify_cells(
             for a in (honest_spec(spec.attack), spec.attack):
                 attacks.setdefault(f"{a.attacker.name} seed {a.seed} {a.key[:6]}", a)
         try:
-            train_side_by_side(attacks, store, progress)
+            train_side_by_side(attacks, store, progress, compute=compute)
         except OSError:  # no processes to be had: the stages below train one by one
             pass
         checks = []
         for row, spec in zip(chosen.itertuples(), specs):
-            checks.append(_check(row, spec, store, tolerance, progress))
+            checks.append(_check(row, spec, store, tolerance, progress, compute))
     return checks
 
 
-def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, progress: ProgressFn) -> CellCheck:
+def _check(row: Any, spec: MatchSpec, store: ArtifactStore, tolerance: float, progress: ProgressFn, compute: Compute) -> CellCheck:
     published = {"artifact_sha256": row.artifact_sha256, **{k: float(getattr(row, col)) for k, col in COMPARED}}
     base: dict[str, Any] = dict(match_key=spec.key, attacker=str(row.attacker_label), defender=str(row.defender_label), seed=int(row.seed), published=published)
     try:
         attacker, defender = instantiate_attacker(spec.attack.attacker), instantiate_defender(spec.defender)
         task = task_for(spec.attack.dataset, spec.attack.architecture, spec.attack.epochs)
-        result = run_match(Prepared(spec, task, attacker, defender), store, progress).to_json()
+        result = run_match(Prepared(spec, task, attacker, defender), store, progress, compute=compute).to_json()
     except Exception as exc:  # a user error or a strategy's own failure costs its cell, not the verification
         what = str(exc) if isinstance(exc, ArenaError) else f"{type(exc).__name__}: {exc}"
         return CellCheck(**base, reproduced={}, numerics_differ=[], reproduces=False, why=f"could not be replayed: {what}")
     reproduced = {"artifact_sha256": result["artifact_sha256"], "ca": result["defended"]["ca"], "asr": result["defended"]["asr"], "utility": result["utility"]}
-    differ = _numerics_diff(getattr(row, "numerics", None))
+    differ = _numerics_diff(getattr(row, "numerics", None), compute)
     gaps = {k: abs(reproduced[k] - published[k]) for k, _ in COMPARED}
     if not differ:
         same = reproduced["artifact_sha256"] == published["artifact_sha256"] and all(g == 0 for g in gaps.values())

@@ -106,6 +106,42 @@ class NoPaper(Defender):
         return DefenseOutcome()
 
 
+class HostNoise(Defender):
+    '''Fine-tunes on noisy inputs, but draws the noise on the host and never moves it.'''
+    name = "host_noise"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        noise = torch.rand(ctx.clean.x.shape, generator=ctx.generator)
+        model(ctx.clean.x + 0.01 * noise)
+        return DefenseOutcome(model=model)
+
+
+class MovedNoise(Defender):
+    '''The same, with the draw moved to the job's device.'''
+    name = "moved_noise"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        noise = torch.rand(ctx.clean.x.shape, generator=ctx.generator).to(ctx.device)
+        model(ctx.clean.x + 0.01 * noise)
+        return DefenseOutcome(model=model)
+
+
+class HostModule(Defender):
+    '''Stacks a new layer on the model, built on the host and never moved.'''
+    name = "host_module"
+    version = "1"
+    paper = "none"
+
+    def run(self, model, ctx):
+        head = torch.nn.Linear(ctx.task.num_classes, ctx.task.num_classes)
+        head(model(ctx.clean.x))
+        return DefenseOutcome()
+
+
 class NotAStrategy:
     pass
 """
@@ -127,12 +163,21 @@ def broken_file(tmp_path_factory):
         ("WrongType", "runs on tiny data and returns a valid DefenseOutcome", "not a DefenseOutcome"),
         ("NoPaper", "metadata", "paper"),
         ("NotAStrategy", "metadata", "not a subclass"),
+        # on a CPU-only machine these run fine; the fake device (arena.device.DeviceGuard) fails
+        # them as a GPU would
+        ("HostNoise", "keeps its tensors on the job's device", "mixes a tensor made on the host"),
+        ("HostModule", "keeps its tensors on the job's device", "linear"),
     ],
 )
 def test_the_contract_says_plainly_what_is_wrong(broken_file, cls, failing, text):
     results = check("defender", f"{broken_file}:{cls}", time_budget_s=3)
     bad = [c for c in results if not c.ok]
     assert bad and bad[0].name == failing and text in bad[0].detail
+
+
+def test_a_strategy_that_moves_its_draws_to_the_device_passes_the_fake_device(broken_file):
+    results = check("defender", f"{broken_file}:MovedNoise", time_budget_s=10)
+    assert all(c.ok for c in results), [(c.name, c.detail) for c in results if not c.ok]
 
 
 def test_a_hook_writing_into_its_clean_split_cannot_corrupt_the_callers(broken_file):

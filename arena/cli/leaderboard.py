@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "refresh":
         if args.with_:
             suite = with_strategies(suite, args.with_)
-        play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet)
+        play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
     frame = suite_frame(suite, results)
     if frame.empty:
         raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
@@ -52,15 +52,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
+    from arena.device import resolve
     from arena.suite import find_suite, load_suite
     from arena.verify import choose, published_rows, verify_cells
 
+    compute = resolve(args.device, args.amp)
     path = find_suite(args.suite)
     suite = load_suite(path)
     chosen = choose(published_rows(path.parent, suite.name), args.cells, args.seed, suite.name)
     render.err.print(f"verifying {len(chosen)} published cells of {suite.name} from an empty store (seed {args.seed})")
     with render.stage_progress(args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
-        checks = verify_cells(chosen, suite, tolerance=args.tolerance, progress=render.RichProgress(progress))
+        checks = verify_cells(chosen, suite, tolerance=args.tolerance, progress=render.RichProgress(progress), compute=compute)
     ok = sum(c.reproduces for c in checks)
     if args.json:
         print(json.dumps({"suite": suite.name, "cells": len(checks), "reproduced": ok, "checks": [c.to_dict() for c in checks]}))

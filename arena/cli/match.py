@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from arena.cli import render
+from arena.cli.tournament import add_compute_options
 from arena.errors import UsageError
 
 
@@ -22,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="attacker training budget in epochs (default: the dataset's)")
     p.add_argument("--set", action="append", default=[], metavar="ROLE.NAME=VALUE", help="hyperparameter override, e.g. attacker.target=3")
     p.add_argument("--stealth-tolerance", type=float, default=0.03, help="allowed CA drop below honest (default 0.03)")
+    add_compute_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
@@ -40,9 +42,11 @@ def parse_sets(pairs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from arena.device import resolve
     from arena.match import prepare, run_match
     from arena.store import ArtifactStore
 
+    compute = resolve(args.device, args.amp)  # a device this machine lacks is refused before any work
     attacker_params, defender_params = parse_sets(args.set)
     prepared = prepare(
         args.attacker,
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     store = ArtifactStore()
     # strategies (plugins included) may print; stdout belongs to the result alone
     with render.stage_progress(args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
-        result = run_match(prepared, store, render.RichProgress(progress), stealth_tolerance=args.stealth_tolerance, side_by_side=True).to_json()
+        result = run_match(prepared, store, render.RichProgress(progress), stealth_tolerance=args.stealth_tolerance, side_by_side=True, compute=compute).to_json()
     if args.json:
         print(json.dumps(result))
     else:

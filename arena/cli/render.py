@@ -74,6 +74,9 @@ def match(result: dict[str, Any], console: Console) -> None:
     cache = " (attacked model from the store)" if result["cached"] else ""
     console.print(f"  seconds: attack {s['attack']:.1f}{cache}, defense {s['defense']:.1f}, this run {s['total']:.1f}")
     console.print(f"  clean samples given to the defender: {result['clean_samples']}")
+    from arena.provenance import numerics_label
+
+    console.print(f"  numerics: {numerics_label(result.get('numerics'))}", highlight=False)
 
 
 def results_table(frame: Any, title: str) -> Table:

@@ -21,10 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster to attach to (default: $RAY_ADDRESS, else start Ray locally)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all cores)")
+    p.add_argument(
+        "--gpus-per-task", type=float, default=None, metavar="SHARE", help="GPU share of each match, e.g. 0.25 packs four per card (default: the suite's gpus_per_task, else 0: CPUs)"
+    )
+    add_compute_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, quiet: bool) -> Any:
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (a GPU where the job has one), cpu or cuda (default auto)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast): faster on a GPU, recorded in the numerics; off by default")
+
+
+def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, quiet: bool, device: str = "auto", amp: bool = False, gpus_per_task: float | None = None) -> Any:
     """Run the suite's missing or stale matches with a progress display; returns the summary."""
     from arena.tournament import Summary, run_tournament
 
@@ -48,7 +57,7 @@ def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, qui
             rate = f"{summary.done / summary.seconds * 60:.1f}/min" if summary.seconds > 0 and summary.done else ""
             progress.update(task, completed=summary.skipped + summary.done, failed=summary.failed, rate=rate)
 
-        summary = run_tournament(suite, results, address=address, num_cpus=cpus, on_update=update)
+        summary = run_tournament(suite, results, address=address, num_cpus=cpus, on_update=update, device=device, amp=amp, gpus_per_task=gpus_per_task)
     render.err.print(
         f"ran {summary.done} matches ({summary.ok} ok, {summary.failed} failed), skipped {summary.skipped} already done; "
         f"attacked models trained {summary.attacks_trained}, from the store {summary.attacks_cached}; {summary.seconds:.1f} s"
@@ -62,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     results = default_results()
-    summary = play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet)
+    summary = play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
     frame = results.frame(suite.name)
     if args.json:
         print(frame.to_json(orient="records"))
