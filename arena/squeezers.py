@@ -18,5 +18,7 @@ def median_smooth(x: torch.Tensor, window: int) -> torch.Tensor:
     if window <= 1:
         return x
     before, after = (window - 1) // 2, window // 2  # an even window pads one side more, as in the paper
-    patches = F.unfold(F.pad(x, (before, after, before, after), mode="reflect"), window)
-    return patches.reshape(x.shape[0], x.shape[1], window * window, -1).median(dim=2).values.reshape(x.shape)
+    patches = F.unfold(F.pad(x, (before, after, before, after), mode="reflect"), window).reshape(x.shape[0], x.shape[1], window * window, -1)
+    # the lower median, as torch.median gives, picked from the sorted window: CUDA's median (which
+    # also returns indices) has no deterministic implementation, sorting does; the value is the same element
+    return patches.sort(dim=2).values.select(2, (window * window - 1) // 2).reshape(x.shape)

@@ -33,10 +33,12 @@ def fit(
     `after_step` runs after every optimiser step (attacks use it to hold constraints).
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    # on a GPU the step is one fused kernel (its own numerics, recorded as the GPU's); CPU keeps its loop
+    fused = {"fused": True} if params and params[0].device.type == "cuda" else {}
     if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fused)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     n = len(data)
@@ -44,7 +46,8 @@ def fit(
     model.train()
     progress(stage, 0, epochs)
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator)
+        # drawn on the host generator (the same order on every device), moved once per epoch
+        order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             loss = F.cross_entropy(model(x[idx]), data.y[idx])
