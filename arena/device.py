@@ -112,7 +112,9 @@ def using(compute: Compute) -> Iterator[Compute]:
                 torch.backends.cuda.matmul.allow_tf32 = False
                 torch.backends.cudnn.allow_tf32 = False
             if compute.amp:
-                stack.enter_context(torch.autocast(device_type=compute.torch_device.type, dtype=AMP_DTYPE))
+                # no cast cache: the whole stage is one autocast region, and a cached low-precision
+                # copy of a weight would outlive the optimiser steps that change the weight
+                stack.enter_context(torch.autocast(device_type=compute.torch_device.type, dtype=AMP_DTYPE, cache_enabled=False))
             yield compute
     finally:
         if restore:

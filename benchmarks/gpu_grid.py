@@ -107,11 +107,11 @@ class GpuSampler:
 def headline(args: argparse.Namespace) -> None:
     for run in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="arena-gpu-headline-") as home:
-            seconds, proc = arena([*HEADLINE, "--device", args.device, "--seed", str(args.seed)], Path(home))
+            seconds, proc = arena([*HEADLINE, "--device", args.device, "--seed", str(args.seed), *(["--amp"] if args.amp else [])], Path(home))
         if proc.returncode != 0:
             sys.exit(f"arena match failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout)
-        write(args.out, {"part": "headline", "device": args.device, "run": run, "seed": args.seed, "wall_s": round(seconds, 2), "seconds": r["seconds"],
+        write(args.out, {"part": "headline", "device": args.device, "amp": args.amp, "run": run, "seed": args.seed, "wall_s": round(seconds, 2), "seconds": r["seconds"],
                          "honest_ca": r["honest"]["ca"], "attacked": {k: r["attacked"][k] for k in ("ca", "asr")}, "defended": {k: r["defended"][k] for k in ("ca", "asr")},
                          "utility": r["utility"], "artifact_sha256": r["artifact_sha256"], "numerics": r["numerics"]})
 
@@ -164,6 +164,7 @@ def main() -> None:
     h.add_argument("--device", default="cuda")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--repeats", type=int, default=1)
+    h.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast)")
     h.set_defaults(func=headline)
     p = sub.add_parser("pack")
     p.add_argument("out", type=Path)

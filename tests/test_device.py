@@ -132,14 +132,16 @@ def test_the_fake_device_fails_what_a_gpu_would_fail(mistake, message):
 
 
 def test_a_mixed_precision_match_is_stored_apart_and_says_so(tmp_path):
-    prepared = prepare("badnets", "none", epochs=2)
+    prepared = prepare("badnets", "none", epochs=5)
     store = ArtifactStore(tmp_path)
     fp32 = run_match(prepared, store)
     amp = run_match(prepared, store, compute=Compute("cpu", amp=True))
     assert amp.numerics["amp"] == "bfloat16" and "amp" not in fp32.numerics
     assert not amp.cached  # the float32 model in the store is not this job's
     assert store.has(prepared.spec.attack.key) and store.has(prepared.spec.attack.key + ".cpu-amp")
-    assert 0.0 <= amp.defended.ca <= 1.0 and amp.attacked.asr > 0.5  # it trains a backdoor as well
+    # it learns the task and the backdoor as float32 does (the weights of a long autocast region
+    # once went stale in its cast cache: CA fell to chance)
+    assert amp.honest_ca > 0.8 and amp.attacked.asr > 0.8 and abs(amp.honest_ca - fp32.honest_ca) < 0.1
 
 
 @cuda
