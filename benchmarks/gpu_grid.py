@@ -9,6 +9,7 @@ description (CPU count, GPU model, torch and CUDA versions).
     python benchmarks/gpu_grid.py pack OUT --packs 1 2 4 8 --seeds 8   # matches per hour with N matches per card
     python benchmarks/gpu_grid.py refresh OUT --device cuda           # the published fashion_mnist suite, cold
     python benchmarks/gpu_grid.py refresh OUT --device cpu --cpus 2   # the same on 2 CPU cores, for the ratio
+    python benchmarks/gpu_grid.py compare GPU_ROWS.json CPU_ROWS.json  # the two refreshes cell by cell
 
 `pack` plays a suite of badnets against no defense over `--seeds` seeds (2 models per seed:
 honest and attacked) with `--gpus-per-task 1/N`, sampling `nvidia-smi` every 0.5 s for the card's
@@ -156,6 +157,39 @@ def refresh(args: argparse.Namespace) -> None:
                      "wall_s": round(seconds, 1), "rows": csv.name, **(sampler.summary() if args.device != "cpu" else {})})
 
 
+COMPARED = ("attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Cell by cell: the GPU row against the CPU row of the same match, beside the CPU's own
+    spread over seeds for the same pair (how far one seed's number is from the other's)."""
+    gpu = {r["match_key"]: r for r in json.loads(args.gpu_rows.read_text())}
+    cpu = {r["match_key"]: r for r in json.loads(args.cpu_rows.read_text())}
+    keys = sorted(set(gpu) & set(cpu))
+    pair = lambda r: (r["attacker"], json.dumps(r["attacker_params"]), r["defender"], json.dumps(r["defender_params"]))  # noqa: E731
+    spread: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in cpu.values():
+        seeds = [c for c in cpu.values() if pair(c) == pair(r)]
+        spread[pair(r)] = {m: max(c[m] for c in seeds) - min(c[m] for c in seeds) for m in COMPARED}
+    cells = []
+    for k in keys:
+        g, c = gpu[k], cpu[k]
+        gaps = {m: abs(g[m] - c[m]) for m in COMPARED}
+        cells.append({"match_key": k, "attacker": g["attacker"], "defender": g["defender"], "defender_params": g["defender_params"], "seed": g["seed"],
+                      "gpu": {m: g[m] for m in COMPARED}, "cpu": {m: c[m] for m in COMPARED}, "gap": gaps, "cpu_seed_spread": spread[pair(c)],
+                      "within_seed_spread": all(gaps[m] <= spread[pair(c)][m] + 1e-9 for m in COMPARED)})
+    summary = {"part": "compare", "cells": len(cells), "within_seed_spread": sum(c["within_seed_spread"] for c in cells),
+               "largest_gap": {m: max(c["gap"][m] for c in cells) for m in COMPARED},
+               "median_gap": {m: sorted(c["gap"][m] for c in cells)[len(cells) // 2] for m in COMPARED},
+               "gpu_rows": args.gpu_rows.name, "cpu_rows": args.cpu_rows.name}
+    args.out.write_text(json.dumps({"summary": summary, "cells": cells}, indent=1))
+    print(json.dumps(summary))
+    for c in cells:
+        if not c["within_seed_spread"]:
+            print(f"  outside: {c['attacker']} vs {c['defender']} {c['defender_params'] or ''} seed {c['seed']}: "
+                  + ", ".join(f"{m} gpu {c['gpu'][m]:.3f} cpu {c['cpu'][m]:.3f} (spread {c['cpu_seed_spread'][m]:.3f})" for m in COMPARED if c["gap"][m] > c["cpu_seed_spread"][m] + 1e-9))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part", required=True)
@@ -179,6 +213,11 @@ def main() -> None:
     r.add_argument("--gpus-per-task", type=float, default=0.25)
     r.add_argument("--cpus", type=int, default=None)
     r.set_defaults(func=refresh)
+    c = sub.add_parser("compare")
+    c.add_argument("gpu_rows", type=Path)
+    c.add_argument("cpu_rows", type=Path)
+    c.add_argument("out", type=Path)
+    c.set_defaults(func=compare)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.func(args)
