@@ -66,7 +66,7 @@ class ResultsStore:
         if frame.empty:
             return set()
         frame = mark_stale(frame)
-        ours = [numerics_class(json.loads(n) if isinstance(n, str) else None) == numerics for n in frame.numerics]
+        ours = frame.numerics.map(lambda n: numerics_class(json.loads(n) if isinstance(n, str) else None) == numerics)
         return set(frame.match_key[(frame.status == "ok") & ~frame.stale & ours])
 
     def rows(self, suite: str) -> list[dict[str, Any]]:

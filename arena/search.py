@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arena.device import check_gpus_per_task, cluster_gpus
+
 OBJECTIVE = "objective"
 
 
@@ -42,7 +44,9 @@ def best_response(
 ) -> SearchResult:
     """Search `param_space` (Ray Tune domains, e.g. `Space.tune_space()`) for the configuration
     that maximises (`mode="max"`) or minimises (`"min"`) `objective(config)`, over `trials`
-    seeded random configurations. Ray must be running (`ray.init`) or it starts locally."""
+    seeded random configurations, each trial holding `resources` (e.g. `{"cpu": 1, "gpu": 0.25}`:
+    four trials per card; a GPU share on a cluster without GPUs is refused before any trial).
+    Ray must be running (`ray.init`) or it starts locally."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -53,6 +57,12 @@ def best_response(
     searchable = [k for k, v in param_space.items() if isinstance(v, tune.search.sample.Domain)]
     if not searchable:
         raise ValueError("the space has nothing to search: every parameter is fixed")
+    if (resources or {}).get("gpu"):  # a GPU share per trial, checked before any trial is scheduled
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        check_gpus_per_task(float((resources or {})["gpu"]), "auto", cluster_gpus())
 
     def trial(config: dict[str, Any]) -> None:
         import time

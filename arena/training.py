@@ -34,11 +34,11 @@ def fit(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # on a GPU the step is one fused kernel (its own numerics, recorded as the GPU's); CPU keeps its loop
-    fused = {"fused": True} if params and params[0].device.type == "cuda" else {}
+    fused = True if params and params[0].device.type == "cuda" else None
     if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fused)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=fused)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     n = len(data)

@@ -42,6 +42,19 @@ def test_the_search_finds_a_planted_hole_and_counts_crashed_trials(ray_local):
     assert again.config == found.config  # seeded: the same proposals
 
 
+def test_a_gpu_share_per_trial_on_a_cluster_without_gpus_is_refused_before_any_trial(ray_local):
+    import ray
+
+    from arena.device import DeviceError
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray cluster has GPUs")
+    calls = []
+    with pytest.raises(DeviceError, match="the Ray cluster has none"):
+        best_response(lambda c: calls.append(c) or 0.0, SPACE.tune_space(), mode="max", trials=2, seed=0, resources={"cpu": 1, "gpu": 0.25}, storage_path=ray_local)
+    assert not calls
+
+
 def test_the_double_oracle_with_a_searched_attacker_moves_onto_the_hole(ray_local):
     # defenders: "plain" is beaten by the hole; "patch" closes it at a small cost elsewhere
     def utility(defender, attacker):

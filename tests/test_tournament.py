@@ -130,6 +130,26 @@ def test_a_failing_hanging_or_garbage_defense_fails_only_its_own_cells(ray_sessi
     assert frame.loc["arena_faulty/garbage", "status"] == "error" and "not a DefenseOutcome" in frame.loc["arena_faulty/garbage", "error"]
 
 
+def test_gpu_shares_on_a_cluster_without_gpus_are_one_clear_error_before_anything_runs(ray_session, tmp_path, capsys):
+    import ray
+
+    from arena.cli import main
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray cluster has GPUs")
+    folder = tmp_path / "gpu-suite"
+    folder.mkdir()
+    (folder / "suite.yaml").write_text(json.dumps({**TINY, "name": "gpu", "attackers": ["badnets"], "defenders": ["none"]}))
+    assert main(["tournament", str(folder), "--quiet", "--gpus-per-task", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert "the Ray cluster has none" in err and "Traceback" not in err
+    (folder / "suite.yaml").write_text(json.dumps({**TINY, "name": "gpu", "attackers": ["badnets"], "defenders": ["none"], "gpus_per_task": 0.5}))
+    assert main(["tournament", str(folder), "--quiet"]) == 2  # the suite's own share, likewise
+    assert main(["tournament", str(folder), "--quiet", "--gpus-per-task", "0", "--device", "cuda"]) == 2
+    assert "needs GPUs for its workers" in capsys.readouterr().err
+    assert main(["results", "gpu"]) == 2  # nothing ran, no row was written
+
+
 def test_cli_tournament_and_results_export(ray_session, tmp_path, capsys):
     from arena.cli import main
 
