@@ -29,10 +29,11 @@ class SearchResult:
     trials: int
     failed: int
     seconds: float  # the trials' own time, summed
+    stopped: int = 0  # trials ASHA stopped before the last budget
 
 
 def best_response(
-    objective: Callable[[dict[str, Any]], float],
+    objective: Callable[..., float],  # objective(config), or objective(config, budget) with `budgets`
     param_space: dict[str, Any],
     *,
     mode: str,
@@ -41,12 +42,18 @@ def best_response(
     resources: dict[str, float] | None = None,
     storage_path: str | Path | None = None,
     name: str = "best_response",
+    budgets: list[int] | None = None,
 ) -> SearchResult:
     """Search `param_space` (Ray Tune domains, e.g. `Space.tune_space()`) for the configuration
     that maximises (`mode="max"`) or minimises (`"min"`) `objective(config)`, over `trials`
     seeded random configurations, each trial holding `resources` (e.g. `{"cpu": 1, "gpu": 0.25}`:
     four trials per card; a GPU share on a cluster without GPUs is refused before any trial).
-    Ray must be running (`ray.init`) or it starts locally."""
+
+    With `budgets` (increasing, e.g. training epochs), a trial evaluates `objective(config, b)`
+    at each budget in turn and reports each, and ASHA (asynchronous successive halving, Li et al.
+    2020) stops the trials that do worst at a budget before they reach the next; only trials
+    that reach the last budget compete, with their last value. Ray must be running (`ray.init`)
+    or it starts locally."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -64,26 +71,41 @@ def best_response(
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         check_gpus_per_task(float((resources or {})["gpu"]), "auto", cluster_gpus())
 
+    steps = list(budgets or [])
+    if steps and (any(b < 1 for b in steps) or steps != sorted(set(steps))):
+        raise ValueError(f"budgets must be increasing positive numbers, got {steps}")
+
     def trial(config: dict[str, Any]) -> None:
         import time
 
         start = time.perf_counter()
-        value = float(objective(config))
-        if not math.isfinite(value):
-            raise ValueError(f"the objective returned {value} at {config}")
-        tune.report({OBJECTIVE: value, "trial_seconds": time.perf_counter() - start})
+        for rung, budget in enumerate(steps or [None], start=1):
+            value = float(objective(config) if budget is None else objective(config, budget))
+            if not math.isfinite(value):
+                raise ValueError(f"the objective returned {value} at {config}")
+            tune.report({OBJECTIVE: value, "trial_seconds": time.perf_counter() - start, "rung": rung, "complete": rung == max(1, len(steps))})
 
+    scheduler = None
+    if len(steps) > 1:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=len(steps), grace_period=1, reduction_factor=2)
     tuner = tune.Tuner(
         tune.with_resources(trial, resources or {"cpu": 1}),
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=mode, num_samples=trials, search_alg=BasicVariantGenerator(random_state=seed), reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE, mode=mode, num_samples=trials, search_alg=BasicVariantGenerator(random_state=seed), scheduler=scheduler, reuse_actors=True
+        ),
         run_config=tune.RunConfig(name=name, storage_path=None if storage_path is None else str(Path(storage_path).resolve()), verbose=0),
     )
     grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
-    finished = [(r.config or {}, float(r.metrics[OBJECTIVE]), float(r.metrics.get("trial_seconds", 0.0))) for r in results if r.error is None and r.metrics and OBJECTIVE in r.metrics]
+    ran = [(r.config or {}, r.metrics) for r in results if r.error is None and r.metrics and OBJECTIVE in r.metrics]
+    spent = sum(float(m.get("trial_seconds", 0.0)) for _, m in ran)
+    # a trial ASHA stopped early does not compete: its value is that of a smaller budget
+    finished = [(c, float(m[OBJECTIVE]), float(m.get("trial_seconds", 0.0))) for c, m in ran if m.get("complete", True)]
     if not finished:
         raise RuntimeError(f"all {len(results)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
     pick = max if mode == "max" else min
     config, value, _ = pick(finished, key=lambda f: f[1])
-    return SearchResult(config=dict(config), value=value, trials=len(results), failed=len(results) - len(finished), seconds=sum(f[2] for f in finished))
+    return SearchResult(config=dict(config), value=value, trials=len(results), failed=len(results) - len(ran), seconds=spent, stopped=len(ran) - len(finished))

@@ -14,6 +14,8 @@
         grid: {prune_accuracy_drop: [0.02, 0.04]}
     defenders: [none, fine_pruning]
     gpus_per_task: 0.25           # optional: a GPU share per match (0.25 packs four per card); default 0, CPUs
+    search:                       # optional: what `arena oracle` may search (arena/adaptive.py)
+      attackers: {badnets: {poison_rate: [0.01, 0.3]}}
     limits:                       # optional
       attack_timeout_s: 3600
       defense_timeout_s: 900
@@ -47,7 +49,7 @@ from arena.protocol import TaskSpec
 from arena.registry import ATTACKERS, DEFENDERS, Registry
 from arena.specs import AttackSpec, MatchSpec, StrategySpec
 
-TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance", "gpus_per_task"}
+TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance", "gpus_per_task", "search"}
 LIMIT_KEYS = {"attack_timeout_s", "defense_timeout_s", "retries", "max_matches"}
 
 
@@ -76,6 +78,8 @@ class Suite:
     limits: Limits = field(default_factory=Limits)
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
     gpus_per_task: float = 0.0  # where the grid runs, not what it computes: not part of any spec
+    # what `arena oracle` may search, per strategy family (checked by arena.adaptive.parse_search)
+    search: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     path: Path | None = None
     # (attacker, defender) pairs whose defense cannot act on the attacker's published model, and
     # why: n/a cells, decided here before anything runs (docs/design.md §10)
@@ -196,6 +200,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         limits=limits,
         stealth_tolerance=tolerance,
         gpus_per_task=gpus_per_task,
+        search=dict(data.get("search") or {}) if isinstance(data.get("search") or {}, dict) else {"invalid": data.get("search")},
         path=path,
         not_applicable=not_applicable,
     )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import arena
-from arena.cli import check, leaderboard, match, nash, results, strategies, tournament
+from arena.cli import check, leaderboard, match, nash, oracle, results, strategies, tournament
 from arena.cli.render import err
 from arena.errors import ArenaError
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Backdoor attacks play against defenses.")
     parser.add_argument("--version", action="version", version=f"arena {arena.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (match, tournament, results, nash, leaderboard, check):
+    for module in (match, tournament, results, nash, leaderboard, oracle, check):
         module.add_parser(sub)
     strategies.add_parsers(sub)
     return parser

@@ -1,0 +1,428 @@
+"""The adaptive game on real matches: `arena oracle SUITE` (docs/design.md §6).
+
+The double oracle (`arena/oracle.py`) grows a suite's game by best responses; here its cells are
+real matches and its oracles are Ray Tune searches whose trials play real matches:
+
+- A cell is the mean over the suite's seeds of the defender's utility CA − ASR, with the stealth
+  gate binding: an attack whose undefended CA falls more than the suite's tolerance below the
+  honest model's is a failed attack (its ASR counts as 0). Cells are played as tournaments and
+  written to the results store under `<suite>+oracle`, cached by match key like any row.
+- What a side may search is the suite's `search` block: per strategy family (a name in the
+  suite), the parameters and their ranges. The rest of a family's parameters are those of its
+  first entry in the suite. (Search ranges are the researcher's: a validation range such as a
+  trigger of up to 4096 pixels is not a range worth searching.)
+- The attacker's oracle searches each family against the defenders in the support of the
+  defender's equilibrium mixture, over every seed, minimising the defender's expected utility,
+  with ASHA on the training budget (rungs at a quarter, a half and all of the suite's epochs:
+  a configuration that does poorly on a short budget is not trained to the end). The defender's
+  oracle searches each family against the attacker mixture's support (the attacked models are
+  in the store), maximising. A trial that fails (a configuration its strategy refuses) is a
+  failed trial, counted, never a failed search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arena.device import CPU, Compute
+from arena.errors import ParamError, UnknownNameError, UsageError
+from arena.oracle import Iteration, OracleResult, double_oracle
+from arena.params import Bool, Choice, Float, Int
+from arena.registry import ATTACKERS, DEFENDERS
+from arena.results import ResultsStore
+from arena.specs import StrategySpec
+from arena.suite import Suite
+
+SEARCH_ALGORITHMS = ("random",)
+SUPPORT = 1e-6  # a mixture's weight below this is outside its support
+
+
+class OracleError(UsageError):
+    """A suite or a budget the adaptive game cannot be played with."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What may be searched
+
+
+@dataclass(frozen=True)
+class FamilySearch:
+    """One strategy family's search: its fixed parameters and the Tune domains of the searched ones."""
+
+    kind: str
+    name: str
+    base: dict[str, Any]
+    ranges: dict[str, Any]  # parameter -> JSON range as written in the suite (for reports)
+
+    def domains(self) -> dict[str, Any]:
+        from ray import tune
+
+        cls = (ATTACKERS if self.kind == "attacker" else DEFENDERS).get(self.name)
+        out: dict[str, Any] = {}
+        for param, spec in self.ranges.items():
+            declared = cls.space._params[param]
+            if isinstance(spec, dict):
+                out[param] = tune.choice(list(spec["choices"]))
+            elif isinstance(declared, Int):
+                out[param] = tune.randint(int(spec[0]), int(spec[1]) + 1)
+            else:
+                log = len(spec) > 2 and spec[2] == "log"
+                out[param] = tune.loguniform(float(spec[0]), float(spec[1])) if log else tune.uniform(float(spec[0]), float(spec[1]))
+        return out
+
+    def spec(self, config: dict[str, Any]) -> StrategySpec:
+        """The strategy of one configuration, validated by its class (a ParamError if refused)."""
+        cls = (ATTACKERS if self.kind == "attacker" else DEFENDERS).get(self.name)
+        chosen = {**self.base, **{k: config[k] for k in self.ranges}}
+        instance = cls(**chosen)
+        return StrategySpec.of(self.name, instance.version, instance.params)
+
+
+def parse_search(block: Any, suite: Suite) -> tuple[list[FamilySearch], list[FamilySearch]]:
+    """The suite's `search` block, checked against the families in the suite and their spaces:
+
+        search:
+          attackers:
+            badnets: {poison_rate: [0.01, 0.3], trigger_size: [1, 4]}
+          defenders:
+            fine_pruning: {lr: [0.0001, 0.01, log], max_accuracy_drop: [0.02, 0.3]}
+            strip: {frr: {choices: [0.01, 0.05]}}
+    """
+    if not isinstance(block, dict) or not block or set(block) - {"attackers", "defenders"}:
+        raise OracleError("the suite needs a `search` block with `attackers:` and/or `defenders:`, each mapping a strategy of the suite to the parameters to search and their ranges.")
+    sides: dict[str, list[FamilySearch]] = {"attacker": [], "defender": []}
+    for kind, entries, registry in (("attacker", suite.attackers, ATTACKERS), ("defender", suite.defenders, DEFENDERS)):
+        families = block.get(kind + "s") or {}
+        if not isinstance(families, dict):
+            raise OracleError(f"`search.{kind}s` must map strategy names to parameter ranges.")
+        for name, ranges in families.items():
+            first = next((e for e in entries if e.name == name), None)
+            if first is None:
+                raise OracleError(f"`search.{kind}s` names {name!r}, which is not among the suite's {kind}s ({', '.join(sorted({e.name for e in entries}))}).")
+            if not isinstance(ranges, dict) or not ranges:
+                raise OracleError(f"`search.{kind}s.{name}` has nothing to search: give at least one parameter with a range.")
+            space = registry.get(name).space
+            for param, spec in ranges.items():
+                if param not in space._params:
+                    raise UnknownNameError("hyperparameter", param, space._params, f"{kind} {name!r}")
+                _check_range(kind, name, param, spec, space._params[param])
+            sides[kind].append(FamilySearch(kind, name, dict(first.param_dict), dict(ranges)))
+    if not sides["attacker"] and not sides["defender"]:
+        raise OracleError("the suite's `search` block searches nothing.")
+    return sides["attacker"], sides["defender"]
+
+
+def _check_range(kind: str, name: str, param: str, spec: Any, declared: Any) -> None:
+    where = f"`search.{kind}s.{name}.{param}`"
+    if isinstance(spec, dict):
+        choices = spec.get("choices")
+        if set(spec) != {"choices"} or not isinstance(choices, list) or len(choices) < 2:
+            raise OracleError(f"{where}: a set of values is written {{choices: [a, b, ...]}} with two or more values.")
+        for value in choices:
+            try:
+                declared.coerce(param, value)
+            except ParamError as exc:
+                raise OracleError(f"{where}: {exc}") from None
+        return
+    if isinstance(declared, (Choice, Bool)):
+        raise OracleError(f"{where}: {param} takes {declared.describe()}; search it with {{choices: [...]}}.")
+    if not isinstance(declared, (Int, Float)):
+        raise OracleError(f"{where}: {param} ({declared.describe()}) cannot be searched as a range; use {{choices: [...]}}.")
+    ok_shape = isinstance(spec, list) and len(spec) in (2, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[:2])
+    if not ok_shape or (len(spec) == 3 and spec[2] != "log"):
+        raise OracleError(f"{where}: a range is written [low, high] or [low, high, log], got {spec!r}.")
+    low, high = spec[0], spec[1]
+    if not low < high:
+        raise OracleError(f"{where}: the range [{low}, {high}] is empty or a single point; a one-point space has nothing to search.")
+    for value in (low, high):
+        try:
+            declared.coerce(param, int(value) if isinstance(declared, Int) else value)
+        except ParamError as exc:
+            raise OracleError(f"{where}: {exc}") from None
+    if len(spec) == 3 and low <= 0:
+        raise OracleError(f"{where}: a log range needs a positive low end, got {low}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells
+
+
+def cell_utility(row: dict[str, Any]) -> float:
+    """The defender's utility of one played match, the stealth gate binding: an attack that is
+    not stealthy is a failed attack (ASR 0, the defender keeps its CA)."""
+    return float(row["utility"]) if row["stealthy"] else float(row["defended"]["ca"])
+
+
+@dataclass
+class MatchGame:
+    """A suite's game on real matches, played as tournaments and cached in the results store."""
+
+    suite: Suite
+    results: ResultsStore
+    compute: Compute = CPU
+    gpus_per_task: float | None = None
+    play: Callable[[Suite], Any] | None = None  # how a sub-grid is played (default: a Ray tournament)
+    name: str = ""
+    _cells: dict[tuple[StrategySpec, StrategySpec], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.suite.name}+oracle"
+
+    def _grid(self, defenders: list[StrategySpec], attackers: list[StrategySpec]) -> Suite:
+        return dataclasses.replace(self.suite, name=self.name, attackers=tuple(attackers), defenders=tuple(defenders), not_applicable={})
+
+    def fill(self, defenders: list[StrategySpec], attackers: list[StrategySpec]) -> None:
+        """Play every missing match of defenders x attackers x seeds and cache the cells."""
+        missing = [(d, a) for d in defenders for a in attackers if (d, a) not in self._cells]
+        if not missing:
+            return
+        grid = self._grid(list(dict.fromkeys(d for d, _ in missing)), list(dict.fromkeys(a for _, a in missing)))
+        if self.play is not None:
+            self.play(grid)
+        else:
+            from arena.tournament import run_tournament
+
+            run_tournament(grid, self.results, device=self.compute.device, amp=self.compute.amp, gpus_per_task=self.gpus_per_task)
+        rows = {r["key"]: r for r in self.results.rows(self.name)}
+        for d, a in missing:
+            values = []
+            for match in self._grid([d], [a]).matches():
+                row = rows.get(match.key)
+                if row is None or row["status"] != "ok":
+                    why = (row or {}).get("error") or "not played"
+                    raise OracleError(f"the match {a.name} vs {d.name} (seed {match.attack.seed}) failed: {why}")
+                values.append(cell_utility(row["result"]))
+            self._cells[d, a] = float(np.mean(values))
+
+    def utility(self, defender: StrategySpec, attacker: StrategySpec) -> float:
+        self.fill([defender], [attacker])
+        return self._cells[defender, attacker]
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracles
+
+
+@dataclass
+class SearchLog:
+    """What the oracles spent: trials, failed trials, and the trials' own seconds."""
+
+    trials: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def _support(strategies: Any, mixture: np.ndarray) -> list[tuple[StrategySpec, float]]:
+    return [(s, float(p)) for s, p in zip(strategies, mixture) if p > SUPPORT]
+
+
+def rungs(epochs: int) -> list[int]:
+    """ASHA's training budgets for an attacker trial: a quarter, a half and all of the suite's epochs."""
+    return sorted({max(1, epochs // 4), max(1, epochs // 2), epochs})
+
+
+def _match_utility(suite: Suite, attacker: StrategySpec, defender: StrategySpec, seed: int, epochs: int, compute: Compute, home: str) -> float:
+    """One match played in the trial's own process (its models go to the shared artifact store)."""
+    from arena.match import prepare, run_match
+    from arena.store import ArtifactStore
+
+    prepared = prepare(
+        attacker.name,
+        defender.name,
+        attacker_params=attacker.param_dict,
+        defender_params=defender.param_dict,
+        dataset=suite.dataset,
+        seed=seed,
+        clean_budget=suite.clean_budget,
+        epochs=epochs,
+        architecture=suite.architecture,
+    )
+    return cell_utility(run_match(prepared, ArtifactStore(Path(home)), stealth_tolerance=suite.stealth_tolerance, compute=compute).to_json())
+
+
+def make_oracles(
+    game: MatchGame,
+    attacker_families: list[FamilySearch],
+    defender_families: list[FamilySearch],
+    *,
+    trials: int,
+    seed: int,
+    log: SearchLog,
+    storage: Path,
+    resources: dict[str, float],
+) -> tuple[Callable[..., tuple[StrategySpec, float]], Callable[..., tuple[StrategySpec, float]]]:
+    """The two oracles of `double_oracle`: each returns its best strategy and the defender's
+    expected utility with it. A side with no searched family answers with its best strategy among
+    those already in the game (a search over the suite's own entries)."""
+    from arena.search import best_response
+    from arena.store import arena_home
+
+    suite, compute, home = game.suite, game.compute, str(arena_home())
+    counter = {"round": 0}
+
+    def search(family: FamilySearch, objective: Callable[..., float], mode: str, budgets: list[int] | None) -> tuple[StrategySpec, float]:
+        counter["round"] += 1
+        name = f"{family.kind}-{family.name}-{counter['round']}"
+        found = best_response(objective, family.domains(), mode=mode, trials=trials, seed=seed + counter["round"], resources=resources, storage_path=storage, name=name, budgets=budgets)
+        log.trials += found.trials
+        log.failed += found.failed
+        log.seconds += found.seconds
+        return family.spec(found.config), found.value
+
+    def defender_oracle(attackers: list[StrategySpec], mixture: np.ndarray) -> tuple[StrategySpec, float]:
+        support = _support(attackers, mixture)
+        known = list(dict.fromkeys(d for d, _ in game._cells))
+        game.fill(known, [a for a, _ in support])
+        best = max(known, key=lambda d: sum(p * game._cells[d, a] for a, p in support))
+        options = [(best, sum(p * game._cells[best, a] for a, p in support))]
+        for family in defender_families:
+
+            def objective(config: dict[str, Any], family: FamilySearch = family) -> float:
+                d = family.spec(config)
+                return sum(p * float(np.mean([_match_utility(suite, a, d, s, suite.epochs, compute, home) for s in suite.seeds])) for a, p in support)
+
+            options.append(search(family, objective, "max", None))
+        return max(options, key=lambda o: o[1])
+
+    def attacker_oracle(defenders: list[StrategySpec], mixture: np.ndarray) -> tuple[StrategySpec, float]:
+        support = _support(defenders, mixture)
+        known = list(dict.fromkeys(a for _, a in game._cells))
+        game.fill([d for d, _ in support], known)
+        best = min(known, key=lambda a: sum(p * game._cells[d, a] for d, p in support))
+        options = [(best, sum(p * game._cells[d, best] for d, p in support))]
+        for family in attacker_families:
+
+            def objective(config: dict[str, Any], epochs: int = suite.epochs, family: FamilySearch = family) -> float:
+                a = family.spec(config)
+                return sum(p * float(np.mean([_match_utility(suite, a, d, s, epochs, compute, home) for s in suite.seeds])) for d, p in support)
+
+            options.append(search(family, objective, "min", rungs(suite.epochs)))
+        return min(options, key=lambda o: o[1])
+
+    return defender_oracle, attacker_oracle
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class OracleReport:
+    result: OracleResult[StrategySpec, StrategySpec]
+    log: SearchLog
+    seconds: float
+    rounds: list[dict[str, Any]]
+
+
+def label(kind: str, spec: StrategySpec) -> str:
+    """The strategy's label as on the leaderboard: its name plus its non-default parameters."""
+    from arena.leaderboard import strategy_label
+
+    defaults = (ATTACKERS if kind == "attacker" else DEFENDERS).get(spec.name).space.defaults()
+    return strategy_label(spec.name, json.dumps(spec.param_dict), dict(defaults))
+
+
+def play_oracle(
+    suite: Suite,
+    results: ResultsStore,
+    *,
+    iterations: int,
+    trials: int,
+    seed: int = 0,
+    epsilon: float = 0.01,
+    search_alg: str = "random",
+    compute: Compute = CPU,
+    gpus_per_task: float | None = None,
+    storage: Path,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    play: Callable[[Suite], Any] | None = None,
+) -> OracleReport:
+    """Run the double oracle on `suite` with real matches; every budget and the search block are
+    checked before any match is played."""
+    if iterations < 1:
+        raise OracleError(f"--iterations must be at least 1, got {iterations}.")
+    if trials < 1:
+        raise OracleError(f"--trials must be at least 1, got {trials}.")
+    if search_alg not in SEARCH_ALGORITHMS:
+        raise OracleError(f"unknown search algorithm {search_alg!r}; known: {', '.join(SEARCH_ALGORITHMS)}.")
+    if not suite.attackers or not suite.defenders:
+        raise OracleError("the suite needs at least one attacker and one defender to start the game from.")
+    attacker_families, defender_families = parse_search(suite.search, suite)
+    for family in attacker_families + defender_families:
+        family.domains()  # a range Tune cannot represent fails here
+    start = time.perf_counter()
+    game = MatchGame(suite, results, compute, gpus_per_task, play)
+    game.fill(list(suite.defenders), list(suite.attackers))
+    log = SearchLog()
+    resources = {"cpu": 1.0, **({"gpu": gpus_per_task} if gpus_per_task else {})}
+    defender_oracle, attacker_oracle = make_oracles(game, attacker_families, defender_families, trials=trials, seed=seed, log=log, storage=storage, resources=resources)
+    rounds: list[dict[str, Any]] = []
+
+    def report(step: Iteration) -> None:
+        entry = {
+            "iteration": step.index,
+            "size": list(step.size),
+            "value": step.value,
+            "defender_gain": step.defender_gain,
+            "attacker_gain": step.attacker_gain,
+            "best_defender": label("defender", step.best_defender),  # type: ignore[arg-type]
+            "best_attacker": label("attacker", step.best_attacker),  # type: ignore[arg-type]
+            "added": [label("defender", step.best_defender)] * step.added_defender + [label("attacker", step.best_attacker)] * step.added_attacker,  # type: ignore[arg-type]
+            "trials": log.trials,
+            "failed_trials": log.failed,
+            "trial_seconds": round(log.seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        rounds.append(entry)
+        if on_round is not None:
+            on_round(entry)
+
+    result = double_oracle(list(suite.defenders), list(suite.attackers), game.utility, defender_oracle, attacker_oracle, epsilon=epsilon, max_iterations=iterations, on_iteration=report)
+    return OracleReport(result, log, time.perf_counter() - start, rounds)
+
+
+def report_json(report: OracleReport) -> dict[str, Any]:
+    result = report.result
+    return {
+        "value": result.solution.value,
+        "exploitability": result.exploitability_bound,
+        "converged": result.converged,
+        "exploitability_note": "an empirical bound: what the oracles' searches found against the final equilibrium, not a proof",
+        "iterations": report.rounds,
+        "defender": {label("defender", d): float(p) for d, p in zip(result.defenders, result.solution.defender)},
+        "attacker": {label("attacker", a): float(p) for a, p in zip(result.attackers, result.solution.attacker)},
+        "trials": report.log.trials,
+        "failed_trials": report.log.failed,
+        "trial_seconds": round(report.log.seconds, 1),
+        "seconds": round(report.seconds, 1),
+    }
+
+
+def plot(report: OracleReport, path: Path) -> None:
+    """Value and both gains per iteration (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["iteration"] for r in report.rounds]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, [r["value"] for r in report.rounds], marker="o", label="game value (defender utility)")
+    ax.plot(xs, [max(r["defender_gain"], 0.0) for r in report.rounds], marker="^", label="defender best-response gain")
+    ax.plot(xs, [max(r["attacker_gain"], 0.0) for r in report.rounds], marker="v", label="attacker best-response gain")
+    ax.set_xlabel("iteration")
+    ax.set_xticks(xs)
+    ax.legend(fontsize=8)
+    ax.set_title("double oracle" + (" (converged)" if report.result.converged else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+

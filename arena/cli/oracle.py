@@ -1,0 +1,102 @@
+"""`arena oracle SUITE`: the adaptive game, grown from a suite by best responses searched with Ray Tune."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from arena.cli import render
+from arena.cli.tournament import add_compute_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("oracle", help="grow a suite's game by searched best responses (double oracle) until neither side gains")
+    p.add_argument("suite", help="suite YAML file, or a folder holding suite.yaml; its `search` block says what each side may search")
+    p.add_argument("--iterations", type=int, default=3, help="rounds of best responses at most (default 3)")
+    p.add_argument("--trials", type=int, default=8, help="Tune trials per searched strategy family and round (default 8)")
+    p.add_argument("--epsilon", type=float, default=0.01, help="a best response joins the game only if it gains more than this (default 0.01)")
+    p.add_argument("--search-alg", default="random", help="Tune search algorithm (default random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the searches (default 0)")
+    p.add_argument("--plot", type=Path, default=None, help="convergence plot PNG (default: oracle-<suite>.png in $ARENA_HOME)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all cores)")
+    p.add_argument("--gpus-per-task", type=float, default=None, metavar="SHARE", help="GPU share of each match and trial (default: the suite's, else 0)")
+    add_compute_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def _play(suite: Any, args: argparse.Namespace, compute: Any, gpus: float, progress: Any) -> Any:
+    from arena.adaptive import play_oracle
+    from arena.results import default_results
+    from arena.store import arena_home
+
+    return play_oracle(
+        suite,
+        default_results(),
+        iterations=args.iterations,
+        trials=args.trials,
+        seed=args.seed,
+        epsilon=args.epsilon,
+        search_alg=args.search_alg,
+        compute=compute,
+        gpus_per_task=gpus or None,
+        storage=arena_home() / "oracle" / suite.name,
+        on_round=progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from arena.adaptive import parse_search, plot, report_json
+    from arena.store import ArtifactStore, arena_home
+    from arena.suite import load_suite
+
+    suite = load_suite(args.suite)
+    parse_search(suite.search, suite)  # the search block's errors before Ray starts
+    ArtifactStore(arena_home())  # an unusable ARENA_HOME likewise
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=args.cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    def progress(entry: dict) -> None:
+        if not args.quiet:
+            added = ", ".join(entry["added"]) or "nothing"
+            render.err.print(
+                f"iteration {entry['iteration']}: game {entry['size'][0]}×{entry['size'][1]}, value {entry['value']:+.3f}; "
+                f"defender gain {entry['defender_gain']:+.3f} ({entry['best_defender']}), attacker gain {entry['attacker_gain']:+.3f} ({entry['best_attacker']}); "
+                f"added {added}; {entry['trials']} trials ({entry['failed_trials']} failed), {entry['trial_seconds']:.0f} trial-s, {entry['seconds']:.0f} s",
+                highlight=False,
+            )
+
+    gpus = suite.gpus_per_task if args.gpus_per_task is None else args.gpus_per_task
+    from arena.device import resolve
+    from arena.tournament import RayExecutor
+
+    compute = RayExecutor(gpus_per_task=gpus).compute(args.device, args.amp) if gpus else resolve("cpu" if args.device == "auto" else args.device, args.amp)
+    # Tune prints its experiments' tables: stdout belongs to the result alone
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _play(suite, args, compute, gpus, progress)
+    out = report_json(report)
+    path = args.plot or arena_home() / f"oracle-{suite.name}.png"
+    plot(report, path)
+    out["plot"] = str(path)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        console = render.out()
+        state = "converged" if out["converged"] else "stopped at its iteration budget"
+        console.print(f"[bold]{suite.name}[/]: adaptive game value {out['value']:+.3f} ({state}); exploitability bound {out['exploitability']:.3f}")
+        console.print("  (an empirical bound: what these searches found against the final equilibrium, not a proof)")
+        for side in ("defender", "attacker"):
+            mix = ", ".join(f"{k} {v:.2f}" for k, v in sorted(out[side].items(), key=lambda kv: -kv[1]) if v > 1e-6)
+            console.print(f"  {side} equilibrium: {mix}", highlight=False)
+        console.print(f"  {out['trials']} trials ({out['failed_trials']} failed), {out['trial_seconds']:.0f} trial-seconds, {out['seconds']:.0f} s; plot: {path}", highlight=False)
+    return 0

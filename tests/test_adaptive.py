@@ -1,0 +1,117 @@
+"""`arena oracle` on real matches (Ray started once for this module): positive controls on both
+sides (a planted hole the search must find, Zimmermann et al. NeurIPS 2022) and bad input."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arena.adaptive import OracleError, parse_search, play_oracle
+from arena.cli import main
+from arena.registry import ATTACKERS, DEFENDERS
+from arena.results import ResultsStore
+from arena.suite import parse_suite
+
+PLUGINS = str(Path(__file__).parent / "fixture_plugins")
+POSITIONS = ["bottom_right", "bottom_left", "top_right", "top_left"]
+
+
+@pytest.fixture(scope="module")
+def ray_home(tmp_path_factory):
+    import ray
+
+    home = tmp_path_factory.mktemp("oracle-home")
+    os.environ["ARENA_HOME"] = str(home)
+    sys.path.insert(0, PLUGINS)
+    for registry in (ATTACKERS, DEFENDERS):
+        registry.refresh()
+    pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
+    yield home
+    ray.shutdown()
+    sys.path.remove(PLUGINS)
+    for registry in (ATTACKERS, DEFENDERS):
+        registry.refresh()
+    del os.environ["ARENA_HOME"]
+
+
+def _suite(tmp_path, data):
+    folder = tmp_path / data["name"]
+    folder.mkdir()
+    (folder / "suite.yaml").write_text(yaml.safe_dump(data))
+    return str(folder)
+
+
+BASE = {"dataset": "digits", "epochs": 8, "seeds": [0]}
+
+
+def test_the_attacker_search_finds_the_corner_the_defense_does_not_watch(ray_home, tmp_path, capsys):
+    suite = _suite(
+        tmp_path,
+        {
+            **BASE,
+            "name": "control-attacker",
+            "attackers": ["badnets"],
+            "defenders": ["none", "arena_controls/corner_filter"],  # watches every corner but the top left
+            "search": {"attackers": {"badnets": {"trigger_position": {"choices": POSITIONS}}}},
+        },
+    )
+    assert main(["oracle", suite, "--json", "--quiet", "--iterations", "2", "--trials", "12"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    first = out["iterations"][0]
+    assert "trigger_position=top_left" in first["best_attacker"] and first["attacker_gain"] > 0.5  # the hole, found
+    assert any("trigger_position=top_left" in added for added in first["added"])
+    hole = sum(p for label, p in out["attacker"].items() if "trigger_position=top_left" in label)
+    assert hole > 0.99  # the equilibrium moved onto it
+    assert out["value"] < first["value"] - 0.5
+    assert Path(out["plot"]).stat().st_size > 0 and out["trials"] >= 12
+
+
+def test_the_defender_search_finds_the_corner_the_attack_uses(ray_home, tmp_path):
+    data = {
+        **BASE,
+        "name": "control-defender",
+        "attackers": [{"name": "badnets", "params": {"trigger_position": "top_left"}}],
+        "defenders": ["none", {"name": "arena_controls/corner_filter", "params": {"corner": "bottom_right"}}],
+        "search": {"defenders": {"arena_controls/corner_filter": {"corner": {"choices": ["top_left", "top_right", "bottom_left", "bottom_right", "all_but_top_left"]}}}},
+    }
+    suite = parse_suite(data, "control-defender")
+    report = play_oracle(suite, ResultsStore(ray_home / "results.sqlite"), iterations=2, trials=10, storage=tmp_path / "tune")
+    first = report.rounds[0]
+    assert "corner=top_left" in first["best_defender"] and first["defender_gain"] > 0.5
+    final = dict(zip(report.result.defenders, report.result.solution.defender))
+    assert sum(p for d, p in final.items() if d.param_dict.get("corner") == "top_left") > 0.99
+    assert report.result.solution.value > first["value"] + 0.5
+
+
+BAD = [
+    ({}, "needs a `search` block"),
+    ({"attackers": {"pruning_aware": {"poison_rate": [0.01, 0.2]}}}, "not among the suite's attackers"),
+    ({"attackers": {"badnets": {}}}, "has nothing to search"),
+    ({"attackers": {"badnets": {"poison_rat": [0.01, 0.2]}}}, "Did you mean 'poison_rate'"),
+    ({"attackers": {"badnets": {"poison_rate": [0.2, 0.2]}}}, "a one-point space"),
+    ({"attackers": {"badnets": {"poison_rate": [0.01, 7.0]}}}, "poison_rate"),
+    ({"attackers": {"badnets": {"trigger_position": [1, 2]}}}, "search it with {choices"),
+    ({"attackers": {"badnets": {"poison_rate": "wide"}}}, "a range is written [low, high]"),
+    ({"defenders": {"none": {"x": [0, 1]}}}, "Unknown hyperparameter 'x'"),
+]
+
+
+@pytest.mark.parametrize("search, message", BAD)
+def test_a_bad_search_block_is_refused_by_name_before_any_work(search, message):
+    suite = parse_suite({**BASE, "name": "bad", "attackers": ["badnets"], "defenders": ["none"], "search": search}, "bad")
+    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("{", r"\{").replace("(", r"\(")):
+        parse_search(suite.search, suite)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"iterations": 0}, "--iterations"), ({"trials": 0}, "--trials"), ({"search_alg": "bohb"}, "unknown search algorithm")])
+def test_a_bad_budget_is_refused_before_any_match(kwargs, message, tmp_path):
+    suite = parse_suite({**BASE, "name": "b", "attackers": ["badnets"], "defenders": ["none"], "search": {"attackers": {"badnets": {"poison_rate": [0.01, 0.2]}}}}, "b")
+    played = []
+    budget = {"iterations": 1, "trials": 1, **kwargs}
+    with pytest.raises(OracleError, match=message):
+        play_oracle(suite, ResultsStore(tmp_path / "r.sqlite"), storage=tmp_path, play=played.append, **budget)
+    assert not played
