@@ -217,7 +217,9 @@ class SearchLog:
 
     trials: int = 0
     failed: int = 0
-    seconds: float = 0.0
+    stopped: int = 0  # by ASHA, before the full training budget
+    seconds: float = 0.0  # the trials' own work
+    wall: float = 0.0  # the searches' wall time
 
 
 def _support(strategies: Any, mixture: np.ndarray) -> list[tuple[StrategySpec, float]]:
@@ -274,7 +276,9 @@ def make_oracles(
         found = best_response(objective, family.domains(), mode=mode, trials=trials, seed=seed + counter["round"], resources=resources, storage_path=storage, name=name, budgets=budgets)
         log.trials += found.trials
         log.failed += found.failed
+        log.stopped += found.stopped
         log.seconds += found.seconds
+        log.wall += found.wall
         return family.spec(found.config), found.value
 
     def defender_oracle(attackers: list[StrategySpec], mixture: np.ndarray) -> tuple[StrategySpec, float]:
@@ -401,7 +405,9 @@ def report_json(report: OracleReport) -> dict[str, Any]:
         "attacker": {label("attacker", a): float(p) for a, p in zip(result.attackers, result.solution.attacker)},
         "trials": report.log.trials,
         "failed_trials": report.log.failed,
+        "stopped_trials": report.log.stopped,
         "trial_seconds": round(report.log.seconds, 1),
+        "search_wall_seconds": round(report.log.wall, 1),
         "seconds": round(report.seconds, 1),
     }
 

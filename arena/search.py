@@ -30,6 +30,7 @@ class SearchResult:
     failed: int
     seconds: float  # the trials' own time, summed
     stopped: int = 0  # trials ASHA stopped before the last budget
+    wall: float = 0.0  # the whole search's wall time, Tune's own work included
 
 
 def best_response(
@@ -98,7 +99,11 @@ def best_response(
         ),
         run_config=tune.RunConfig(name=name, storage_path=None if storage_path is None else str(Path(storage_path).resolve()), verbose=0),
     )
+    import time
+
+    began = time.perf_counter()
     grid = tuner.fit()
+    wall = time.perf_counter() - began
     results = [grid[i] for i in range(len(grid))]
     ran = [(r.config or {}, r.metrics) for r in results if r.error is None and r.metrics and OBJECTIVE in r.metrics]
     spent = sum(float(m.get("trial_seconds", 0.0)) for _, m in ran)
@@ -108,4 +113,4 @@ def best_response(
         raise RuntimeError(f"all {len(results)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
     pick = max if mode == "max" else min
     config, value, _ = pick(finished, key=lambda f: f[1])
-    return SearchResult(config=dict(config), value=value, trials=len(results), failed=len(results) - len(ran), seconds=spent, stopped=len(ran) - len(finished))
+    return SearchResult(config=dict(config), value=value, trials=len(results), failed=len(results) - len(ran), seconds=spent, stopped=len(ran) - len(finished), wall=wall)
