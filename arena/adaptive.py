@@ -334,6 +334,19 @@ def label(kind: str, spec: StrategySpec) -> str:
     return strategy_label(spec.name, json.dumps(spec.param_dict), dict(defaults))
 
 
+def check_oracle(suite: Suite, iterations: int, trials: int, search_alg: str) -> tuple[list[FamilySearch], list[FamilySearch]]:
+    """The budgets and the search block, checked: OracleError before any work."""
+    if iterations < 1:
+        raise OracleError(f"--iterations must be at least 1, got {iterations}.")
+    if trials < 1:
+        raise OracleError(f"--trials must be at least 1, got {trials}.")
+    if search_alg not in SEARCH_ALGORITHMS:
+        raise OracleError(f"unknown search algorithm {search_alg!r}; known: {', '.join(SEARCH_ALGORITHMS)}.")
+    if not suite.attackers or not suite.defenders:
+        raise OracleError("the suite needs at least one attacker and one defender to start the game from.")
+    return parse_search(suite.search, suite)
+
+
 def play_oracle(
     suite: Suite,
     results: ResultsStore,
@@ -351,15 +364,7 @@ def play_oracle(
 ) -> OracleReport:
     """Run the double oracle on `suite` with real matches; every budget and the search block are
     checked before any match is played."""
-    if iterations < 1:
-        raise OracleError(f"--iterations must be at least 1, got {iterations}.")
-    if trials < 1:
-        raise OracleError(f"--trials must be at least 1, got {trials}.")
-    if search_alg not in SEARCH_ALGORITHMS:
-        raise OracleError(f"unknown search algorithm {search_alg!r}; known: {', '.join(SEARCH_ALGORITHMS)}.")
-    if not suite.attackers or not suite.defenders:
-        raise OracleError("the suite needs at least one attacker and one defender to start the game from.")
-    attacker_families, defender_families = parse_search(suite.search, suite)
+    attacker_families, defender_families = check_oracle(suite, iterations, trials, search_alg)
     for family in attacker_families + defender_families:
         family.domains()  # a range Tune cannot represent fails here
     start = time.perf_counter()

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+
+PLUGINS = str(Path(__file__).parent / "fixture_plugins")
 
 # Tests share two cores with whatever else runs; one thread keeps timings sane and results exact.
 torch.set_num_threads(1)
@@ -22,3 +29,25 @@ def arena_home(tmp_path, monkeypatch):
 def shared_home(tmp_path_factory):
     """An ARENA_HOME shared by the tests of a session, so a model trained once is reused."""
     return tmp_path_factory.mktemp("shared-arena-home")
+
+
+@contextlib.contextmanager
+def ray_with_plugins(home: Path, registries: tuple[Any, ...]) -> Iterator[Path]:
+    """Ray started once for a test module, its workers seeing the fixture plugins and `home` as
+    ARENA_HOME; the registries refreshed with the plugins on the path, and again after."""
+    import ray
+
+    os.environ["ARENA_HOME"] = str(home)
+    sys.path.insert(0, PLUGINS)
+    for registry in registries:
+        registry.refresh()
+    pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
+    try:
+        yield home
+    finally:
+        ray.shutdown()
+        sys.path.remove(PLUGINS)
+        for registry in registries:
+            registry.refresh()
+        del os.environ["ARENA_HOME"]

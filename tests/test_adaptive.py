@@ -2,12 +2,11 @@
 sides (a planted hole the search must find, Zimmermann et al. NeurIPS 2022) and bad input."""
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ray_with_plugins
 
 from arena.adaptive import OracleError, parse_search, play_oracle
 from arena.cli import main
@@ -15,27 +14,13 @@ from arena.registry import ATTACKERS, DEFENDERS
 from arena.results import ResultsStore
 from arena.suite import parse_suite
 
-PLUGINS = str(Path(__file__).parent / "fixture_plugins")
 POSITIONS = ["bottom_right", "bottom_left", "top_right", "top_left"]
 
 
 @pytest.fixture(scope="module")
 def ray_home(tmp_path_factory):
-    import ray
-
-    home = tmp_path_factory.mktemp("oracle-home")
-    os.environ["ARENA_HOME"] = str(home)
-    sys.path.insert(0, PLUGINS)
-    for registry in (ATTACKERS, DEFENDERS):
-        registry.refresh()
-    pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
-    yield home
-    ray.shutdown()
-    sys.path.remove(PLUGINS)
-    for registry in (ATTACKERS, DEFENDERS):
-        registry.refresh()
-    del os.environ["ARENA_HOME"]
+    with ray_with_plugins(tmp_path_factory.mktemp("oracle-home"), (ATTACKERS, DEFENDERS)) as home:
+        yield home
 
 
 def _suite(tmp_path, data):

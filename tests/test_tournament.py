@@ -1,10 +1,9 @@
 """Tournaments on Ray (started once for this module): reuse, resume, failure isolation."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from conftest import ray_with_plugins
 
 from arena.data import DATASETS
 from arena.match import prepare, run_match
@@ -18,7 +17,6 @@ from arena.triggers import TRIGGERS
 
 REGISTRIES = (ATTACKERS, DEFENDERS, TRIGGERS, ARCHITECTURES, DATASETS)
 
-PLUGINS = str(Path(__file__).parent / "fixture_plugins")
 TINY = {
     "name": "tiny",
     "dataset": "digits",
@@ -31,23 +29,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    import sys
-
-    import ray
-
-    home = tmp_path_factory.mktemp("tournament-home")
-    os.environ["ARENA_HOME"] = str(home)
-    sys.path.insert(0, PLUGINS)
-    for registry in REGISTRIES:
-        registry.refresh()
-    pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
-    yield home
-    ray.shutdown()
-    sys.path.remove(PLUGINS)
-    for registry in REGISTRIES:
-        registry.refresh()
-    del os.environ["ARENA_HOME"]
+    with ray_with_plugins(tmp_path_factory.mktemp("tournament-home"), REGISTRIES) as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

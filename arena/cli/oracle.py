@@ -53,12 +53,12 @@ def _play(suite: Any, args: argparse.Namespace, compute: Any, gpus: float, progr
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from arena.adaptive import parse_search, plot, report_json
+    from arena.adaptive import check_oracle, plot, report_json
     from arena.store import ArtifactStore, arena_home
     from arena.suite import load_suite
 
     suite = load_suite(args.suite)
-    parse_search(suite.search, suite)  # the search block's errors before Ray starts
+    check_oracle(suite, args.iterations, args.trials, args.search_alg)  # bad budgets and search blocks before Ray starts
     ArtifactStore(arena_home())  # an unusable ARENA_HOME likewise
     import ray
 
