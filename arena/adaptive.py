@@ -157,8 +157,10 @@ def _check_range(kind: str, name: str, param: str, spec: Any, declared: Any) -> 
 
 def cell_utility(row: dict[str, Any]) -> float:
     """The defender's utility of one played match, the stealth gate binding: an attack that is
-    not stealthy is a failed attack (ASR 0, the defender keeps its CA)."""
-    return float(row["utility"]) if row["stealthy"] else float(row["defended"]["ca"])
+    not stealthy is a failed attack. Its model is one a user would reject, so the defender's
+    utility is the honest model's CA (no backdoor), whatever the attack did to accuracy: ruining
+    the model earns the attacker nothing."""
+    return float(row["utility"]) if row["stealthy"] else float(row["honest"]["ca"])
 
 
 @dataclass
@@ -270,10 +272,15 @@ def make_oracles(
     suite, compute, home = game.suite, game.compute, str(arena_home())
     counter = {"round": 0}
 
-    def search(family: FamilySearch, objective: Callable[..., float], mode: str, budgets: list[int] | None) -> tuple[StrategySpec, float]:
+    def search(family: FamilySearch, objective: Callable[..., float], mode: str, budgets: list[int] | None) -> tuple[StrategySpec, float] | None:
         counter["round"] += 1
         name = f"{family.kind}-{family.name}-{counter['round']}"
-        found = best_response(objective, family.domains(), mode=mode, trials=trials, seed=seed + counter["round"], resources=resources, storage_path=storage, name=name, budgets=budgets)
+        try:
+            found = best_response(objective, family.domains(), mode=mode, trials=trials, seed=seed + counter["round"], resources=resources, storage_path=storage, name=name, budgets=budgets)
+        except RuntimeError:  # every trial failed: the family offers nothing this round, the search goes on
+            log.trials += trials
+            log.failed += trials
+            return None
         log.trials += found.trials
         log.failed += found.failed
         log.stopped += found.stopped
@@ -293,7 +300,8 @@ def make_oracles(
                 d = family.spec(config)
                 return sum(p * float(np.mean([_match_utility(suite, a, d, s, suite.epochs, compute, home) for s in suite.seeds])) for a, p in support)
 
-            options.append(search(family, objective, "max", None))
+            if (found := search(family, objective, "max", None)) is not None:
+                options.append(found)
         return max(options, key=lambda o: o[1])
 
     def attacker_oracle(defenders: list[StrategySpec], mixture: np.ndarray) -> tuple[StrategySpec, float]:
@@ -308,7 +316,8 @@ def make_oracles(
                 a = family.spec(config)
                 return sum(p * float(np.mean([_match_utility(suite, a, d, s, epochs, compute, home) for s in suite.seeds])) for d, p in support)
 
-            options.append(search(family, objective, "min", rungs(suite.epochs)))
+            if (found := search(family, objective, "min", rungs(suite.epochs))) is not None:
+                options.append(found)
         return min(options, key=lambda o: o[1])
 
     return defender_oracle, attacker_oracle

@@ -20,6 +20,7 @@ that a strategy keeps its tensors on the device its context hands it (docs/desig
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import weakref
 from collections.abc import Iterator
@@ -173,7 +174,7 @@ def cluster_gpus() -> float:
 
 def check_gpus_per_task(gpus_per_task: float, compute_choice: str, cluster: float) -> None:
     """A tournament's GPU request against its cluster, before anything is scheduled."""
-    if gpus_per_task < 0 or gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+    if not math.isfinite(gpus_per_task) or gpus_per_task < 0 or gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
         raise DeviceError(f"--gpus-per-task must be a fraction in (0, 1] or a whole number of GPUs, got {gpus_per_task:g}.")
     if gpus_per_task > 0 and cluster == 0:
         raise DeviceError(
@@ -279,7 +280,10 @@ class DeviceGuard(TorchFunctionMode):
             else:
                 self._host(result)
             return result
-        if func is torch.Tensor.cpu or func is torch._has_compatible_shallow_copy_type:  # no arithmetic: nothing to check
+        if func is torch.Tensor.cpu:  # back to the host: a copy on a GPU, so one here, unmarked
+            result = func(*args, **kwargs)
+            return result.clone() if result is args[0] else result
+        if func is torch._has_compatible_shallow_copy_type:  # no arithmetic: nothing to check
             return func(*args, **kwargs)
         if func is torch.Tensor.__deepcopy__:  # a copy lives where its original does (its memo is not an operand)
             result = func(*args, **kwargs)

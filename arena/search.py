@@ -53,8 +53,11 @@ def best_response(
     With `budgets` (increasing, e.g. training epochs), a trial evaluates `objective(config, b)`
     at each budget in turn and reports each, and ASHA (asynchronous successive halving, Li et al.
     2020) stops the trials that do worst at a budget before they reach the next; only trials
-    that reach the last budget compete, with their last value. Ray must be running (`ray.init`)
-    or it starts locally."""
+    that reach the last budget compete, with their last value. The proposals are seeded; which
+    trials ASHA stops depends on the order trials finish in, so with trials running side by side
+    two runs of one seed may keep different trials. Each budget is a fresh evaluation (a trial
+    that reaches the last of budgets 2, 4, 8 has trained for 14), the price of stopping the rest
+    early. Ray must be running (`ray.init`) or it starts locally."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -380,15 +381,22 @@ def run_tournament(
     start = time.perf_counter()
     if device not in DEVICE_CHOICES:
         resolve(device, amp)  # its error, before Ray starts
+    gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
     if executor is None:
-        gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
-        check_gpus_per_task(gpus, device, cluster=1.0)  # the cluster's own GPUs are checked once Ray is up
-        executor = RayExecutor(address, num_cpus, retries=suite.limits.retries, gpus_per_task=gpus)
-    compute = executor.compute(device, amp)
+        check_gpus_per_task(gpus, device, cluster=math.inf)  # the cluster's own GPUs are checked once Ray is up
+        if device == "cpu" and gpus > 0:
+            raise DeviceError(f"--device cpu with --gpus-per-task {gpus:g} would hold GPUs and never use them; drop one of the two.")
+        # a Ray job computes where its resources put it (RayExecutor.compute): known before Ray starts
+        compute = Compute("cuda" if gpus > 0 else "cpu", amp)
+    else:
+        compute = executor.compute(device, amp)
     work = plan(suite, results.finished(suite.name, compute_class(compute)))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:
-        return summary
+        return summary  # nothing to play: no cluster started
     ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
+    if executor is None:
+        executor = RayExecutor(address, num_cpus, retries=suite.limits.retries, gpus_per_task=gpus)
+        compute = executor.compute(device, amp)  # the cluster's GPUs, checked before anything is scheduled
     _Run(suite, results, work, executor, summary, on_update, start, compute).play()
     return summary

@@ -34,11 +34,12 @@ def fit(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # on a GPU the step is one fused kernel (its own numerics, recorded as the GPU's); CPU keeps its loop
-    fused = True if params and params[0].device.type == "cuda" else None
+    on_gpu = bool(params) and params[0].device.type == "cuda"
     if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True) if on_gpu else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=fused)
+        # (the keyword only where it is used: older torch releases' SGD lacks it)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=True) if on_gpu else torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     n = len(data)

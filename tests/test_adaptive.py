@@ -72,6 +72,14 @@ def test_the_defender_search_finds_the_corner_the_attack_uses(ray_home, tmp_path
     assert report.result.solution.value > first["value"] + 0.5
 
 
+def test_a_non_stealthy_attack_is_a_failed_attack_not_a_win():
+    from arena.adaptive import cell_utility
+
+    ruined = {"utility": 0.05 - 0.0, "stealthy": False, "honest": {"ca": 0.95}, "defended": {"ca": 0.05}}
+    assert cell_utility(ruined) == 0.95  # ruining the model earns the attacker nothing
+    assert cell_utility({**ruined, "stealthy": True, "utility": -0.5}) == -0.5
+
+
 BAD = [
     ({}, "needs a `search` block"),
     ({"attackers": {"pruning_aware": {"poison_rate": [0.01, 0.2]}}}, "not among the suite's attackers"),

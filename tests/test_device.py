@@ -108,6 +108,7 @@ def test_the_fake_device_accepts_device_correct_code():
         head = nn.Linear(3, 3).to(x.device)
         nn.functional.cross_entropy(head(model(noisy)), target).item()
         (x * torch.tensor(0.5)).sum()  # a host scalar is fine on a GPU too
+        torch.cat([model(x).detach().cpu(), torch.zeros(1, 3)])  # back on the host, with the host's
 
     _guarded(body)
 

@@ -49,10 +49,20 @@ def test_a_gpu_share_per_trial_on_a_cluster_without_gpus_is_refused_before_any_t
 
     if ray.cluster_resources().get("GPU"):
         pytest.skip("this Ray cluster has GPUs")
-    calls = []
     with pytest.raises(DeviceError, match="the Ray cluster has none"):
-        best_response(lambda c: calls.append(c) or 0.0, SPACE.tune_space(), mode="max", trials=2, seed=0, resources={"cpu": 1, "gpu": 0.25}, storage_path=ray_local)
-    assert not calls
+        best_response(_hole, SPACE.tune_space(), mode="max", trials=2, seed=0, resources={"cpu": 1, "gpu": 0.25}, storage_path=ray_local, name="gpu-refused")
+    assert not (Path(ray_local) / "gpu-refused").exists()  # no experiment was started
+
+
+def test_with_budgets_only_trials_that_reach_the_last_one_compete(ray_local):
+    def objective(config, budget):
+        return config["x"] * budget  # the same ranking at every budget
+
+    found = best_response(objective, SPACE.tune_space(), mode="max", trials=8, seed=0, storage_path=ray_local, name="budgets", budgets=[1, 2, 4])
+    assert found.trials == 8 and found.failed == 0 and 0 <= found.stopped < 8
+    assert found.value == pytest.approx(found.config["x"] * 4)  # a full-budget value, never a rung's
+    with pytest.raises(ValueError, match="increasing"):
+        best_response(objective, SPACE.tune_space(), mode="max", trials=2, seed=0, storage_path=ray_local, budgets=[2, 1])
 
 
 def test_the_double_oracle_with_a_searched_attacker_moves_onto_the_hole(ray_local):

@@ -56,7 +56,8 @@ def verify(args: argparse.Namespace) -> int:
     from arena.suite import find_suite, load_suite
     from arena.verify import choose, published_rows, verify_cells
 
-    compute = resolve(args.device, args.amp)
+    # published rows are CPU rows: a verification replays them on CPU unless told otherwise
+    compute = resolve("cpu" if args.device == "auto" else args.device, args.amp)
     path = find_suite(args.suite)
     suite = load_suite(path)
     chosen = choose(published_rows(path.parent, suite.name), args.cells, args.seed, suite.name)

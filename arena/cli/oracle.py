@@ -44,7 +44,7 @@ def _play(suite: Any, args: argparse.Namespace, compute: Any, gpus: float, progr
         epsilon=args.epsilon,
         search_alg=args.search_alg,
         compute=compute,
-        gpus_per_task=gpus or None,
+        gpus_per_task=gpus,
         storage=arena_home() / "oracle" / suite.name,
         on_round=progress,
     )
