@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from arena.device import CPU, Compute
+from arena.device import CPU, Compute, compute_class
 from arena.errors import ParamError, UnknownNameError, UsageError
 from arena.oracle import Iteration, OracleResult, double_oracle
 from arena.params import Bool, Choice, Float, Int
@@ -187,6 +187,7 @@ class MatchGame:
         if not missing:
             return
         grid = self._grid(list(dict.fromkeys(d for d, _ in missing)), list(dict.fromkeys(a for _, a in missing)))
+        self._adopt_suite_rows(grid)
         if self.play is not None:
             self.play(grid)
         else:
@@ -203,6 +204,17 @@ class MatchGame:
                     raise OracleError(f"the match {a.name} vs {d.name} (seed {match.attack.seed}) failed: {why}")
                 values.append(cell_utility(row["result"]))
             self._cells[d, a] = float(np.mean(values))
+
+    def _adopt_suite_rows(self, grid: Suite) -> None:
+        """Matches the suite's own tournament already played, current and of this numerics class,
+        are this game's rows too: copied, not played again."""
+        numerics = compute_class(self.compute)
+        theirs = self.results.finished(self.suite.name, numerics)
+        wanted = [m for m in grid.matches() if m.key in theirs and m.key not in self.results.finished(self.name, numerics)] if theirs else []
+        if wanted:
+            rows = {r["key"]: r for r in self.results.rows(self.suite.name)}
+            for match in wanted:
+                self.results.put(self.name, match, "ok", result=rows[match.key]["result"])
 
     def utility(self, defender: StrategySpec, attacker: StrategySpec) -> float:
         self.fill([defender], [attacker])

@@ -154,7 +154,8 @@ def numerics_class(n: dict[str, Any] | None) -> str:
 
 
 def compute_class(compute: Compute) -> str:
-    return ("cuda" if compute.device.startswith("cuda") else "cpu") + ("+amp" if compute.amp else "")
+    """The numerics class a job of `compute` writes (see `numerics_class`)."""
+    return numerics_class({"device": compute.torch_device.type, "amp": compute.amp})
 
 
 def store_key(key: str, compute: Compute) -> str:
@@ -172,10 +173,28 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+def valid_gpu_share(share: float) -> bool:
+    """A GPU share a Ray task can hold: 0 (none), a fraction of one card, or whole cards."""
+    return math.isfinite(share) and share >= 0 and (share <= 1 or share == int(share))
+
+
+def ray_compute(choice: str, amp: bool, gpus_per_task: float, cluster: float = math.inf) -> Compute:
+    """The one Compute of a Ray job (a tournament, the oracle's matches and trials): a task
+    computes where its resources put it, on its share of a GPU when it asks for one, else on CPUs
+    (Ray hides the GPUs from tasks that ask for none). Every contradiction is a DeviceError, before
+    anything is scheduled; `cluster` is the cluster's GPU count once Ray is up."""
+    if choice not in DEVICE_CHOICES:
+        resolve(choice, amp)  # its error
+    check_gpus_per_task(gpus_per_task, choice, cluster)
+    return Compute("cuda" if gpus_per_task > 0 else "cpu", amp)
+
+
 def check_gpus_per_task(gpus_per_task: float, compute_choice: str, cluster: float) -> None:
-    """A tournament's GPU request against its cluster, before anything is scheduled."""
-    if not math.isfinite(gpus_per_task) or gpus_per_task < 0 or gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+    """A Ray job's GPU request against its cluster and its `--device`, before anything is scheduled."""
+    if not valid_gpu_share(gpus_per_task):
         raise DeviceError(f"--gpus-per-task must be a fraction in (0, 1] or a whole number of GPUs, got {gpus_per_task:g}.")
+    if compute_choice == "cpu" and gpus_per_task > 0:
+        raise DeviceError(f"--device cpu with --gpus-per-task {gpus_per_task:g} would hold GPUs and never use them; drop one of the two.")
     if gpus_per_task > 0 and cluster == 0:
         raise DeviceError(
             f"--gpus-per-task {gpus_per_task:g} asks for GPUs, but the Ray cluster has none (its resources list no 'GPU'). "

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import yaml
 
 from arena.artifacts import honest_spec
 from arena.capabilities import not_applicable_reason
+from arena.device import valid_gpu_share
 from arena.errors import ArenaError, ParamError, UnknownNameError, UsageError
 from arena.match import (
     DEFAULT_ARCHITECTURE,
@@ -165,7 +165,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         raise SuiteError(f"bad number in the suite: {exc}.") from None
     if not 0.0 < clean_budget <= 0.5:
         raise SuiteError(f"`clean_budget` {clean_budget} must be a fraction in (0, 0.5].")
-    if not math.isfinite(gpus_per_task) or gpus_per_task < 0 or gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+    if not valid_gpu_share(gpus_per_task):
         raise SuiteError(f"`gpus_per_task` {gpus_per_task:g} must be a share of one GPU in [0, 1] (0.25 packs four matches per card) or a whole number of GPUs.")
     dataset = str(data["dataset"])
     architecture = str(data.get("architecture", DEFAULT_ARCHITECTURE))

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import traceback
@@ -23,7 +22,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from arena.artifacts import honest_spec
-from arena.device import CPU, DEVICE_CHOICES, Compute, DeviceError, check_gpus_per_task, cluster_gpus, compute_class, resolve
+from arena.device import CPU, Compute, check_gpus_per_task, cluster_gpus, compute_class, ray_compute, resolve
 from arena.match import AttackRecord, attack_stage, defense_stage
 from arena.results import ResultsStore
 from arena.specs import AttackSpec, MatchSpec
@@ -210,12 +209,7 @@ class RayExecutor:
     def compute(self, choice: str, amp: bool) -> Compute:
         """The workers compute where their resources put them: on their share of a GPU when the
         tournament asks for one, else on CPUs (Ray hides the GPUs from tasks that asked for none)."""
-        check_gpus_per_task(self.gpus_per_task, choice, self.cluster_gpus)
-        if choice not in DEVICE_CHOICES:
-            resolve(choice, amp)  # its error
-        if choice == "cpu" and self.gpus_per_task > 0:
-            raise DeviceError(f"--device cpu with --gpus-per-task {self.gpus_per_task:g} would hold GPUs and never use them; drop one of the two.")
-        return Compute("cuda" if self.gpus_per_task > 0 else "cpu", amp)
+        return ray_compute(choice, amp, self.gpus_per_task, self.cluster_gpus)
 
     def submit(self, job: Job) -> Any:
         return self._remote.remote(job, self.home)
@@ -379,17 +373,9 @@ def run_tournament(
     computed under another numerics class (CPU, GPU, mixed precision) is not this run's: its
     match is played again, so one game never mixes the two (docs/design.md §11)."""
     start = time.perf_counter()
-    if device not in DEVICE_CHOICES:
-        resolve(device, amp)  # its error, before Ray starts
     gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
-    if executor is None:
-        check_gpus_per_task(gpus, device, cluster=math.inf)  # the cluster's own GPUs are checked once Ray is up
-        if device == "cpu" and gpus > 0:
-            raise DeviceError(f"--device cpu with --gpus-per-task {gpus:g} would hold GPUs and never use them; drop one of the two.")
-        # a Ray job computes where its resources put it (RayExecutor.compute): known before Ray starts
-        compute = Compute("cuda" if gpus > 0 else "cpu", amp)
-    else:
-        compute = executor.compute(device, amp)
+    # known before Ray starts; the cluster's own GPUs are checked once it is up
+    compute = ray_compute(device, amp, gpus) if executor is None else executor.compute(device, amp)
     work = plan(suite, results.finished(suite.name, compute_class(compute)))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:

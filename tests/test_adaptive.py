@@ -72,6 +72,20 @@ def test_the_defender_search_finds_the_corner_the_attack_uses(ray_home, tmp_path
     assert report.result.solution.value > first["value"] + 0.5
 
 
+def test_cells_the_suite_already_played_are_taken_from_its_rows_not_played_again(ray_home):
+    from arena.adaptive import MatchGame, cell_utility
+    from arena.tournament import run_tournament
+
+    suite = parse_suite({**BASE, "epochs": 2, "name": "reuse", "attackers": ["badnets"], "defenders": ["none"]}, "reuse")
+    results = ResultsStore(ray_home / "results.sqlite")
+    run_tournament(suite, results)
+    game = MatchGame(suite, results)
+    value = game.utility(suite.defenders[0], suite.attackers[0])
+    (theirs,), (ours,) = results.rows("reuse"), results.rows("reuse+oracle")
+    assert ours["result"] == theirs["result"]  # the same row, timings included: nothing was re-run
+    assert value == pytest.approx(cell_utility(theirs["result"]))
+
+
 def test_a_non_stealthy_attack_is_a_failed_attack_not_a_win():
     from arena.adaptive import cell_utility
 

@@ -77,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
             )
 
     gpus = suite.gpus_per_task if args.gpus_per_task is None else args.gpus_per_task
-    from arena.device import resolve
-    from arena.tournament import RayExecutor
+    from arena.device import cluster_gpus, ray_compute
 
-    compute = RayExecutor(gpus_per_task=gpus).compute(args.device, args.amp) if gpus else resolve("cpu" if args.device == "auto" else args.device, args.amp)
+    compute = ray_compute(args.device, args.amp, gpus, cluster_gpus())  # the matches and trials are Ray tasks, as a tournament's
     # Tune prints its experiments' tables: stdout belongs to the result alone
     with contextlib.redirect_stdout(sys.stderr):
         report = _play(suite, args, compute, gpus, progress)
