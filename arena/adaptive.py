@@ -86,30 +86,51 @@ class FamilySearch:
         return StrategySpec.of(self.name, instance.version, instance.params)
 
 
+BASELINES = ("none",)  # the no-attack and no-defense baselines: nothing to search
+
+
 def parse_search(block: Any, suite: Suite) -> tuple[list[FamilySearch], list[FamilySearch]]:
     """The suite's `search` block, checked against the families in the suite and their spaces:
 
         search:
           attackers:
             badnets: {poison_rate: [0.01, 0.3], trigger_size: [1, 4]}
-          defenders:
-            fine_pruning: {lr: [0.0001, 0.01, log], max_accuracy_drop: [0.02, 0.3]}
-            strip: {frr: {choices: [0.01, 0.05]}}
+            pruning_aware: declared       # the ranges its strategy declares
+          defenders: [fine_pruning, strip] # names alone: their declared ranges
+
+    With no block, or `search: declared`, every family in the suite (the `none` baselines aside)
+    is searched over the ranges its strategy declares (`Param(search=...)`); the suite's own
+    ranges replace a strategy's where a researcher wants others.
     """
+    if block is None or block == "declared":
+        block = {
+            side: [n for n in dict.fromkeys(e.name for e in entries) if n not in BASELINES and _registry(side[:-1]).get(n).space.search_ranges()]
+            for side, entries in (("attackers", suite.attackers), ("defenders", suite.defenders))
+        }
     if not isinstance(block, dict) or not block or set(block) - {"attackers", "defenders"}:
-        raise OracleError("the suite needs a `search` block with `attackers:` and/or `defenders:`, each mapping a strategy of the suite to the parameters to search and their ranges.")
+        raise OracleError(
+            "the suite's `search` block must be `declared` (every family's declared ranges) or map `attackers:` and/or `defenders:` "
+            "to the strategies of the suite to search, each with its parameter ranges or `declared`."
+        )
     sides: dict[str, list[FamilySearch]] = {"attacker": [], "defender": []}
-    for kind, entries, registry in (("attacker", suite.attackers, ATTACKERS), ("defender", suite.defenders, DEFENDERS)):
+    for kind, entries in (("attacker", suite.attackers), ("defender", suite.defenders)):
+        registry = _registry(kind)
         families = block.get(kind + "s") or {}
+        if isinstance(families, list) and all(isinstance(n, str) for n in families):
+            families = dict.fromkeys(families, "declared")
         if not isinstance(families, dict):
-            raise OracleError(f"`search.{kind}s` must map strategy names to parameter ranges.")
+            raise OracleError(f"`search.{kind}s` must list strategy names or map them to parameter ranges.")
         for name, ranges in families.items():
             first = next((e for e in entries if e.name == name), None)
             if first is None:
                 raise OracleError(f"`search.{kind}s` names {name!r}, which is not among the suite's {kind}s ({', '.join(sorted({e.name for e in entries}))}).")
-            if not isinstance(ranges, dict) or not ranges:
-                raise OracleError(f"`search.{kind}s.{name}` has nothing to search: give at least one parameter with a range.")
             space = registry.get(name).space
+            if ranges == "declared":
+                ranges = space.search_ranges()
+                if not ranges:
+                    raise OracleError(f"`search.{kind}s.{name}`: {kind} {name!r} declares no search ranges; give its parameters and ranges in the suite.")
+            if not isinstance(ranges, dict) or not ranges:
+                raise OracleError(f"`search.{kind}s.{name}` has nothing to search: give at least one parameter with a range, or `declared`.")
             for param, spec in ranges.items():
                 if param not in space._params:
                     raise UnknownNameError("hyperparameter", param, space._params, f"{kind} {name!r}")
@@ -118,6 +139,10 @@ def parse_search(block: Any, suite: Suite) -> tuple[list[FamilySearch], list[Fam
     if not sides["attacker"] and not sides["defender"]:
         raise OracleError("the suite's `search` block searches nothing.")
     return sides["attacker"], sides["defender"]
+
+
+def _registry(kind: str) -> Any:
+    return ATTACKERS if kind == "attacker" else DEFENDERS
 
 
 def _check_range(kind: str, name: str, param: str, spec: Any, declared: Any) -> None:

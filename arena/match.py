@@ -157,8 +157,8 @@ def prepare(
     task = task_for(dataset, architecture, epochs)
     if (reason := not_applicable_reason(a, build_model(task))) is not None:  # an unknown architecture fails here too
         raise ParamError(f"{reason}: the architecture {architecture!r} cannot carry this attack.")
-    a.check_task(task)
-    d.check_task(task)
+    a.check(task)
+    d.check(task)
     if not 0.0 < clean_budget <= 0.5:
         raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
     attack = AttackSpec(StrategySpec.of(attacker, a.version, a.params), dataset, architecture, task.epochs, clean_budget, seed)

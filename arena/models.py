@@ -29,6 +29,24 @@ class ChannelMask(nn.Module):
         return x * self.mask.view(1, -1, 1, 1)
 
 
+class InputNorm(nn.Module):
+    """Per-channel standardisation, the model's first operation: (x - shift) / scale. The identity
+    (shift 0, scale 1, exactly x in floating point) unless the attacker's recipe standardises its
+    inputs (`preprocessing: standardize`); being a layer, the published model still takes the
+    task's inputs in [0, 1], whoever evaluates it."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(channels))
+        self.register_buffer("scale", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift.view(1, -1, 1, 1)) / self.scale.view(1, -1, 1, 1)
+
+
 class BadNetsCNN(nn.Module):
     """The BadNets MNIST network shape: two conv+ReLU+max-pool stages and two dense layers.
 
@@ -46,6 +64,7 @@ class BadNetsCNN(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         kernel, pad = (5, 0) if min(height, width) >= 20 else (3, 1)
+        self.input_norm = InputNorm(channels)
         self.conv1 = nn.Conv2d(channels, widths[0], kernel, padding=pad)
         self.conv2 = nn.Conv2d(widths[0], widths[1], kernel, padding=pad)
         self.mask = ChannelMask(widths[1])
@@ -61,7 +80,7 @@ class BadNetsCNN(nn.Module):
 
     def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-ReLU outputs of the last conv layer: (N, C, H, W)."""
-        return self.conv2(self.pool(torch.relu(self.conv1(x))))
+        return self.conv2(self.pool(torch.relu(self.conv1(self.input_norm(x)))))
 
     def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor:
         """Post-ReLU, post-mask activations of the last conv layer, before pooling: (N, C, H, W)."""
@@ -123,6 +142,30 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                     fan_in = module.weight[0].numel()
                     bound = 1 / math.sqrt(fan_in)
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+
+
+PREPROCESSING = ("unit", "standardize")
+
+
+def scale_initial_weights(model: nn.Module, factor: float) -> None:
+    """Multiply the initial weights of every conv and dense layer by `factor` (biases kept): the
+    initialisation scale of a training recipe."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.mul_(factor)
+
+
+def standardize_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    """Make the model standardise its inputs by the per-channel mean and deviation of `x` (its
+    training data), through its InputNorm layer; an architecture without one cannot."""
+    norms = [m for m in model.modules() if isinstance(m, InputNorm)]
+    if len(norms) != 1:
+        raise UsageError(f"preprocessing 'standardize' needs an architecture with one arena.models.InputNorm layer; {type(model).__name__} has {len(norms)}.")
+    dims = [d for d in range(x.dim()) if d != 1]
+    with torch.no_grad():
+        norms[0].shift.copy_(x.double().mean(dim=dims).float())
+        norms[0].scale.copy_(x.double().std(dim=dims).clamp_min(1e-6).float())
 
 
 def _made(architecture: Architecture, make: Callable[[], Any]) -> nn.Module:

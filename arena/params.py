@@ -17,6 +17,23 @@ class Param:
 
     default: Any
     help: str = field(default="", kw_only=True)
+    # The range worth searching, declared by the strategy (`arena oracle` searches it unless the
+    # suite names another): (low, high) for a number, on the parameter's own scale (a `log`
+    # Float is searched log-uniformly); a tuple of options, or True for all, for a choice. A
+    # validation range (a trigger of up to 4096 pixels) is not a search range, hence a separate
+    # declaration; None: not searched unless a suite asks.
+    search: Any = field(default=None, kw_only=True)
+
+    def search_range(self) -> Any:
+        """The declared search range in the suite's `search` vocabulary ([low, high],
+        [low, high, "log"] or {"choices": [...]}), each end checked against the parameter's own
+        range; None when nothing is declared."""
+        if self.search is None:
+            return None
+        return self._search_range()
+
+    def _search_range(self) -> Any:
+        raise TypeError(f"a {type(self).__name__} parameter has no search range")
 
     def coerce(self, name: str, value: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -59,6 +76,12 @@ class Int(Param):
 
         return tune.randint(self.low, self.high + 1)
 
+    def _search_range(self) -> Any:
+        low, high = self.search
+        if not self.low <= low < high <= self.high:
+            raise ValueError(f"search range {self.search} is not inside [{self.low}, {self.high}]")
+        return [int(low), int(high)]
+
 
 @dataclass(frozen=True)
 class Float(Param):
@@ -95,6 +118,12 @@ class Float(Param):
 
         return tune.loguniform(self.low, self.high) if self.log else tune.uniform(self.low, self.high)
 
+    def _search_range(self) -> Any:
+        low, high = (float(v) for v in self.search)
+        if not self.low <= low < high <= self.high or (self.log and low <= 0):
+            raise ValueError(f"search range {self.search} is not inside [{self.low}, {self.high}]")
+        return [low, high, "log"] if self.log else [low, high]
+
 
 @dataclass(frozen=True)
 class Choice(Param):
@@ -113,6 +142,12 @@ class Choice(Param):
         from ray import tune
 
         return tune.choice(list(self.options))
+
+    def _search_range(self) -> Any:
+        options = list(self.options) if self.search is True else list(self.search)
+        if len(options) < 2 or any(o not in self.options for o in options):
+            raise ValueError(f"search options {self.search} are not two or more of {self.options}")
+        return {"choices": options}
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,9 @@ class Bool(Param):
         from ray import tune
 
         return tune.choice([False, True])
+
+    def _search_range(self) -> Any:
+        return {"choices": [False, True]}
 
 
 @dataclass(frozen=True)
@@ -161,6 +199,7 @@ class Space(Mapping[str, Param]):
     def __init__(self, **params: Param) -> None:
         for name, param in params.items():
             param.coerce(name, param.default)  # a default outside its own space is a bug
+            param.search_range()  # so is a search range outside it
         self._params = dict(params)
 
     def __getitem__(self, name: str) -> Param:
@@ -197,6 +236,10 @@ class Space(Mapping[str, Param]):
                 raise UnknownNameError("hyperparameter", name, self._params, owner=owner)
             out[name] = self._params[name].coerce(name, value)
         return out
+
+    def search_ranges(self) -> dict[str, Any]:
+        """The ranges the strategy declares worth searching, in the suite's `search` vocabulary."""
+        return {name: r for name, p in self._params.items() if (r := p.search_range()) is not None}
 
     def tune_space(self) -> dict[str, Any]:
         """The space in Ray Tune's search-space vocabulary."""

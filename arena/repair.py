@@ -23,14 +23,14 @@ from arena.protocol import ProgressFn, Split, no_progress
 from arena.training import fit
 
 FINE_TUNE_SPACE = Space(
-    steps=Int(300, 1, 1_000_000, help="optimiser steps of fine-tuning on the clean split"),
-    lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate"),
-    batch_size=Int(32, 1, 4096, help="minibatch size"),
+    steps=Int(300, 1, 1_000_000, help="optimiser steps of fine-tuning on the clean split", search=(50, 1000)),
+    lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate", search=(1e-4, 1e-2)),
+    batch_size=Int(32, 1, 4096, help="minibatch size", search=(16, 128)),
 )
 
 PRUNE_SPACE = Space(
-    max_accuracy_drop=Float(0.04, 0.0, 1.0, help="stop before clean accuracy falls more than this"),
-    max_prune_fraction=Float(0.95, 0.0, 1.0, low_open=True, help="never prune more than this share of channels"),
+    max_accuracy_drop=Float(0.04, 0.0, 1.0, help="stop before clean accuracy falls more than this", search=(0.01, 0.2)),
+    max_prune_fraction=Float(0.95, 0.0, 1.0, low_open=True, help="never prune more than this share of channels", search=(0.5, 0.99)),
 )
 
 

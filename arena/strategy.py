@@ -53,6 +53,10 @@ class Strategy(ABC):
     def check_task(self, task: TaskSpec) -> None:  # noqa: B027 (an optional hook: most strategies need no task check)
         """Checks that need the task (a trigger larger than the image...); raise ParamError."""
 
+    def check(self, task: TaskSpec) -> None:
+        """Every check against the task, the harness's and the strategy's own (`check_task`)."""
+        self.check_task(task)
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -114,9 +118,16 @@ class Attacker(Strategy):
         """The architecture name of the published model (a wrapper registered in arena.models.ARCHITECTURES)."""
         return task.architecture
 
+    def check(self, task: TaskSpec) -> None:
+        # the threat model's training budget: a recipe's own epochs (arena.attacks.TRAINING_SPACE) stay within it
+        epochs = self.params.get("epochs", 0)
+        if isinstance(epochs, int) and epochs > task.epochs:
+            raise ParamError(f"Hyperparameter 'epochs' got {epochs}; the task's training budget is {task.epochs} epochs (0 trains for the whole budget).")
+        self.check_task(task)
+
     @final
     def attack(self, task: TaskSpec, data: Split, generator: torch.Generator, progress: ProgressFn = no_progress) -> AttackOutput:
-        self.check_task(task)
+        self.check(task)
         out = self.run(AttackContext(task, Split(data.x.clone(), data.y.clone()), generator, progress))
         who = f"attacker {self.name!r}"
         device = data.device

@@ -14,8 +14,9 @@
         grid: {prune_accuracy_drop: [0.02, 0.04]}
     defenders: [none, fine_pruning]
     gpus_per_task: 0.25           # optional: a GPU share per match (0.25 packs four per card); default 0, CPUs
-    search:                       # optional: what `arena oracle` may search (arena/adaptive.py)
-      attackers: {badnets: {poison_rate: [0.01, 0.3]}}
+    search:                       # optional: what `arena oracle` may search (arena/adaptive.py);
+      attackers: {badnets: {poison_rate: [0.01, 0.3]}}  # absent: every family's declared ranges
+      defenders: [fine_pruning]   # a name alone: the ranges its strategy declares
     limits:                       # optional
       attack_timeout_s: 3600
       defense_timeout_s: 900
@@ -80,7 +81,7 @@ class Suite:
     stealth_tolerance: float = DEFAULT_STEALTH_TOLERANCE
     gpus_per_task: float = 0.0  # where the grid runs, not what it computes: not part of any spec
     # what `arena oracle` may search, per strategy family (checked by arena.adaptive.parse_search)
-    search: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    search: Any = field(default=None, compare=False, hash=False)
     path: Path | None = None
     # (attacker, defender) pairs whose defense cannot act on the attacker's published model, and
     # why: n/a cells, decided here before anything runs (docs/design.md §10)
@@ -179,7 +180,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
     for group, registry in ((attackers, ATTACKERS), (defenders, DEFENDERS)):
         for spec in group:
             try:
-                registry.get(spec.name)(**spec.param_dict).check_task(task)
+                registry.get(spec.name)(**spec.param_dict).check(task)
             except ParamError as exc:
                 raise SuiteError(f"{spec.name} {spec.param_dict}: {exc}") from None
     not_applicable = inapplicable_pairs(task, attackers, defenders)
@@ -201,7 +202,7 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         limits=limits,
         stealth_tolerance=tolerance,
         gpus_per_task=gpus_per_task,
-        search=dict(data.get("search") or {}) if isinstance(data.get("search") or {}, dict) else {"invalid": data.get("search")},
+        search=data.get("search"),
         path=path,
         not_applicable=not_applicable,
     )

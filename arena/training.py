@@ -13,6 +13,8 @@ from torch import nn
 
 from arena.protocol import ProgressFn, Split, no_progress
 
+OPTIMIZERS = ("adam", "sgd", "adadelta")
+
 
 def fit(
     model: nn.Module,
@@ -40,8 +42,10 @@ def fit(
     elif optimizer == "sgd":
         # (the keyword only where it is used: older torch releases' SGD lacks it)
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=True) if on_gpu else torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    elif optimizer == "adadelta":  # Zeiler 2012; `lr` scales its step (1.0 in the paper)
+        opt = torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"unknown optimizer {optimizer!r}")
+        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     n = len(data)
     x = data.x.contiguous(memory_format=torch.channels_last) if data.x.dim() == 4 else data.x  # images, or features
     model.train()

@@ -29,7 +29,7 @@ class Blended(PoisoningAttacker):
         GOAL_SPACE
         | RATE_SPACE
         | Space(
-            alpha=Float(0.2, 0.0, 1.0, low_open=True, help="blend weight of the key pattern"),
+            alpha=Float(0.2, 0.0, 1.0, low_open=True, help="blend weight of the key pattern", search=(0.05, 0.4)),
             pattern_seed=Int(0, 0, 2**31 - 1, help="seed of the uniform-noise key pattern"),
         )
         | TRAINING_SPACE

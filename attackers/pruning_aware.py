@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from arena.attacks import PATCH_SPACE, TRAINING_SPACE, patch_trigger, train_from_scratch
+from arena.attacks import PATCH_SPACE, TRAINING_SPACE, patch_trigger, recipe_epochs, train_from_scratch
 from arena.capabilities import Prunable
 from arena.params import Float, Space
 from arena.protocol import AttackOutput, TaskSpec
@@ -37,9 +37,9 @@ class PruningAware(Attacker):
         PATCH_SPACE
         | TRAINING_SPACE
         | Space(
-            prune_accuracy_drop=Float(0.04, 0.0, 1.0, help="the attacker prunes until its accuracy falls this much"),
+            prune_accuracy_drop=Float(0.04, 0.0, 1.0, help="the attacker prunes until its accuracy falls this much", search=(0.01, 0.1)),
             max_prune_fraction=Float(0.9, 0.0, 1.0, low_open=True, help="at most this share of channels is pruned"),
-            retrain_fraction=Float(0.5, 0.0, 1.0, low_open=True, help="poisoned retraining epochs, as a share of the budget"),
+            retrain_fraction=Float(0.5, 0.0, 1.0, low_open=True, help="poisoned retraining epochs, as a share of the budget", search=(0.1, 0.8)),
             bias_margin=Float(1.0, 0.0, 1e6, help="how far below zero the restored channels' peak pre-activation is set"),
         )
     )
@@ -57,8 +57,8 @@ class PruningAware(Attacker):
         pruned = prune_by_activation(model, probe, p["prune_accuracy_drop"], p["max_prune_fraction"])
 
         poisoned = poison(ctx.data, trigger, p["poison_rate"], ctx.generator, ctx.task.num_classes)
-        epochs = max(1, round(p["retrain_fraction"] * ctx.task.epochs))
-        fit(model, poisoned, epochs=epochs, lr=p["lr"], batch_size=p["batch_size"], generator=ctx.generator, stage="poison pruned", progress=ctx.progress)
+        epochs = max(1, round(p["retrain_fraction"] * recipe_epochs(p, ctx.task)))
+        fit(model, poisoned, epochs=epochs, lr=p["lr"], batch_size=p["batch_size"], optimizer=p["optimizer"], generator=ctx.generator, stage="poison pruned", progress=ctx.progress)
 
         if pruned:
             # De-prune: the restored channels must stay silent on everything the attacker saw,

@@ -145,10 +145,10 @@ class DeepInspect(Defender):
         generator_steps=Int(2000, 1, 100_000, help="optimisation steps of the trigger generator"),
         generator_lr=Float(3e-3, 1e-6, 1.0, log=True, help="Adam learning rate of the trigger generator"),
         generator_batch_size=Int(64, 1, 4096, help="inverted samples per generator step"),
-        l1_weight=Float(0.3, 0.0, 10.0, help="λ: weight of the generated triggers' L1 norm"),
-        threshold=Float(2.0, 0.0, 100.0, low_open=True, help="anomaly index above which a label is flagged"),
+        l1_weight=Float(0.3, 0.0, 10.0, help="λ: weight of the generated triggers' L1 norm", search=(0.1, 1.0)),
+        threshold=Float(2.0, 0.0, 100.0, low_open=True, help="anomaly index above which a label is flagged", search=(1.5, 3.0)),
         mitigation=Choice("fine_tune", options=("fine_tune", "none"), help="what to do with a flagged model"),
-        patch_rate=Float(0.5, 0.0, 1.0, low_open=True, help="share of clean samples stamped with generated triggers"),
+        patch_rate=Float(0.5, 0.0, 1.0, low_open=True, help="share of clean samples stamped with generated triggers", search=(0.2, 0.8)),
         patch_epochs=Int(10, 1, 10_000, help="epochs of patching fine-tuning"),
         patch_lr=Float(1e-3, 1e-6, 1.0, log=True, help="Adam learning rate of patching"),
     )

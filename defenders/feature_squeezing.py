@@ -45,9 +45,9 @@ class FeatureSqueezing(Defender):
     deviations = "one squeezer pair per configuration; input filter only, no model verdict"
     min_clean = 20
     space = Space(
-        bits=Int(1, 1, 8, help="bits per pixel after reduction (1 for MNIST-like data in the paper)"),
-        window=Choice(2, options=(2, 3, 5), help="median smoothing window"),
-        frr=Float(0.05, 0.0, 0.5, low_open=True, help="false rejection rate the threshold is calibrated to"),
+        bits=Int(1, 1, 8, help="bits per pixel after reduction (1 for MNIST-like data in the paper)", search=(1, 5)),
+        window=Choice(2, options=(2, 3, 5), help="median smoothing window", search=True),
+        frr=Float(0.05, 0.0, 0.5, low_open=True, help="false rejection rate the threshold is calibrated to", search=(0.01, 0.2)),
     )
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:

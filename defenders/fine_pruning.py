@@ -30,7 +30,7 @@ class FinePruning(Defender):
     deviations = "Adam optimiser for the fine-tuning step; budget in steps; prunes to a 15% accuracy drop (paper: 4%)"
     min_clean = 10
     requires = (Prunable,)
-    space = PRUNE_SPACE | FINE_TUNE_SPACE | Space(max_accuracy_drop=Float(0.15, 0.0, 1.0, help="prune until clean accuracy falls this much"))
+    space = PRUNE_SPACE | FINE_TUNE_SPACE | Space(max_accuracy_drop=Float(0.15, 0.0, 1.0, help="prune until clean accuracy falls this much", search=(0.02, 0.3)))
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:
         prune_by_activation(model, ctx.clean, self.params["max_accuracy_drop"], self.params["max_prune_fraction"])

@@ -54,8 +54,8 @@ class Strip(Defender):
     deviations = "N = 20 superimpositions (paper: 100)"
     min_clean = 20
     space = Space(
-        n_superimpose=Int(20, 1, 1000, help="clean images blended with each input"),
-        frr=Float(0.01, 0.0, 0.5, low_open=True, help="false rejection rate the threshold is calibrated to"),
+        n_superimpose=Int(20, 1, 1000, help="clean images blended with each input", search=(5, 50)),
+        frr=Float(0.01, 0.0, 0.5, low_open=True, help="false rejection rate the threshold is calibrated to", search=(0.005, 0.1)),
     )
 
     def run(self, model: nn.Module, ctx: DefenseContext) -> DefenseOutcome:

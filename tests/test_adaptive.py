@@ -95,7 +95,10 @@ def test_a_non_stealthy_attack_is_a_failed_attack_not_a_win():
 
 
 BAD = [
-    ({}, "needs a `search` block"),
+    ({}, "must be `declared`"),
+    ("everything", "must be `declared`"),
+    ({"defenders": ["none"]}, "declares no search ranges"),
+    ({"attackers": {"badnets": "wide"}}, "has nothing to search"),
     ({"attackers": {"pruning_aware": {"poison_rate": [0.01, 0.2]}}}, "not among the suite's attackers"),
     ({"attackers": {"badnets": {}}}, "has nothing to search"),
     ({"attackers": {"badnets": {"poison_rat": [0.01, 0.2]}}}, "Did you mean 'poison_rate'"),
@@ -105,6 +108,24 @@ BAD = [
     ({"attackers": {"badnets": {"poison_rate": "wide"}}}, "a range is written [low, high]"),
     ({"defenders": {"none": {"x": [0, 1]}}}, "Unknown hyperparameter 'x'"),
 ]
+
+
+def test_strategies_declare_their_search_ranges_and_a_suite_may_replace_them():
+    base = {**BASE, "name": "d", "attackers": ["none", "badnets", {"name": "badnets", "params": {"poison_rate": 0.2}}], "defenders": ["none", "fine_pruning"]}
+    # no block: every family but the baselines, over the ranges its strategy declares
+    attackers, defenders = parse_search(None, parse_suite(base, "d"))
+    assert [f.name for f in attackers] == ["badnets"] and [f.name for f in defenders] == ["fine_pruning"]
+    recipe = attackers[0].ranges
+    assert recipe["optimizer"] == {"choices": ["adam", "sgd", "adadelta"]} and recipe["preprocessing"] == {"choices": ["unit", "standardize"]}
+    assert recipe["lr"][2] == "log" and set(recipe) >= {"batch_size", "init_scale", "poison_rate", "trigger_size", "trigger_position", "trigger_pattern", "target"}
+    assert set(defenders[0].ranges) >= {"lr", "steps", "max_accuracy_drop"}
+    # a name alone means the same; explicit ranges replace the declared ones
+    listed = parse_search({"attackers": ["badnets"], "defenders": {"fine_pruning": {"lr": [0.001, 0.01, "log"]}}}, parse_suite(base, "d"))
+    assert listed[0][0].ranges == recipe and listed[1][0].ranges == {"lr": [0.001, 0.01, "log"]}
+    # every declared range lies inside its parameter's own space, and Tune can represent it
+    for family in attackers + defenders:
+        family.domains()
+        family.spec({k: (v["choices"][-1] if isinstance(v, dict) else v[1]) for k, v in family.ranges.items()})
 
 
 @pytest.mark.parametrize("search, message", BAD)
