@@ -298,8 +298,65 @@ def markdown_page(eq: dict[str, Any]) -> str:
     lines += _numerics_lines(eq)
     if eq["excluded"]:
         lines += ["## Left out of the game", ""] + [f"- `{k}`: {v}" for k, v in sorted(eq["excluded"].items())] + [""]
+    if eq.get("adapted"):
+        lines += _adapted_lines(eq["adapted"])
     lines += ["Files: `results.csv` (one row per match), `equilibrium.json`, `index.html`, heatmaps. Regenerate with `arena leaderboard refresh " + eq["suite"] + "`.", ""]
     return "\n".join(lines)
+
+
+def _adapted_lines(game: dict[str, Any]) -> list[str]:
+    """The adapted game's section of README.md (`arena oracle`, published by refresh)."""
+    cost = game["cost"]
+    lines = ["## The adapted game (searched, `arena oracle`)", "",
+             "The game above holds the suite's strategies as written. `arena oracle` grew it by best responses searched with Ray Tune over the strategies' "
+             "hyperparameter spaces (docs/design.md §6); strategies it added are marked *adapted*. Its cells follow the stealth rule: a non-stealthy attack "
+             "scores as a failed one.", "",
+             "| game | value |", "|---|---|",
+             f"| the suite as written | {game['static_value']:.3f} |",
+             f"| the attacker adapts (against the suite's defenders) | {game['attacker_adapted_value']:.3f} |",
+             f"| both adapt | {game['value']:.3f} |", "",
+             f"Exploitability bound {game['exploitability']:.3f} ({'converged' if game['converged'] else 'not converged: the iteration budget ran out'}): {game['exploitability_note']}. "
+             f"{len(game['iterations'])} iterations, {cost['trials']} trials ({cost['failed_trials']} failed, {cost['stopped_trials']} stopped early), "
+             f"{cost['trial_seconds'] / 3600:.2f} CPU-hours of trials, {cost['seconds'] / 60:.0f} minutes in all.", "",
+             "### How far each defender's worst case falls when the attacker adapts", "",
+             "| defender | worst case, suite's attackers | worst case, with adapted attackers | fall | its worst attacker |", "|---|---|---|---|---|"]
+    for w in game["worst_case"]:
+        before = "—" if w["worst_static"] is None else f"{w['worst_static']:.3f}"
+        fall = "—" if w["fall"] is None else f"{w['fall']:.3f}"
+        lines.append(f"| `{w['defender']}`{' (adapted)' if w['adapted'] else ''} | {before} | {w['worst_adapted']:.3f} | {fall} | `{w['worst_attacker']}` |")
+    lines += ["", "### Equilibrium of the adapted game, and what search added", "", "| side | strategy | adapted | parameters | equilibrium weight |", "|---|---|---|---|---|"]
+    for side in ("defenders", "attackers"):
+        for e in game[side]:
+            if e["adapted"] or e["probability"] > 1e-6:
+                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(e["params"].items()))
+                lines.append(f"| {side[:-1]} | `{e['label']}` | {'yes' if e['adapted'] else 'no'} | {params} | {e['probability']:.3f} |")
+    lines += ["", f"Cells: {game['cells']}; the whole game in `adapted.json`.", ""]
+    return lines
+
+
+def _adapted_html(game: dict[str, Any]) -> str:
+    e = html.escape
+    def num(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    rows = "".join(
+        f"<tr><td class='s'>{e(w['defender'])}{' (adapted)' if w['adapted'] else ''}</td><td>{num(w['worst_static'])}</td>"
+        f"<td>{w['worst_adapted']:.3f}</td><td>{num(w['fall'])}</td><td class='s'>{e(w['worst_attacker'])}</td></tr>"
+        for w in game["worst_case"]
+    )
+    added = "".join(
+        f"<tr><td>{side[:-1]}</td><td class='s'>{e(x['label'])}</td><td>{'yes' if x['adapted'] else 'no'}</td><td>{x['probability']:.3f}</td></tr>"
+        for side in ("defenders", "attackers") for x in game[side] if x["adapted"] or x["probability"] > 1e-6
+    )
+    return (
+        "<h2>The adapted game (searched, <code>arena oracle</code>)</h2>"
+        f"<table id='adapted-values'><tr><th>game</th><th>value</th></tr><tr><td class='s'>the suite as written</td><td>{game['static_value']:.3f}</td></tr>"
+        f"<tr><td class='s'>the attacker adapts</td><td>{game['attacker_adapted_value']:.3f}</td></tr><tr><td class='s'>both adapt</td><td id='adapted-value'>{game['value']:.3f}</td></tr></table>"
+        f"<p>Exploitability bound {game['exploitability']:.3f}: {e(game['exploitability_note'])}.</p>"
+        "<h3>Each defender's worst case, before and after the attacker adapts</h3><table id='adapted-worst-case'><tr><th>defender</th><th>suite's attackers</th>"
+        f"<th>with adapted attackers</th><th>fall</th><th>worst attacker</th></tr>{rows}</table>"
+        f"<h3>Equilibrium and added strategies</h3><table id='adapted-strategies'><tr><th>side</th><th>strategy</th><th>adapted</th><th>weight</th></tr>{added}</table>"
+    )
 
 
 def html_page(eq: dict[str, Any]) -> str:
@@ -348,16 +405,25 @@ def html_page(eq: dict[str, Any]) -> str:
             f"</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in sorted(eq["stale"].items())) + "</ul>")
     if eq["excluded"]:
         parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
+    if eq.get("adapted"):
+        parts.append(_adapted_html(eq["adapted"]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def publish(board: Board, frame: pd.DataFrame, folder: Path) -> dict[str, Any]:
-    """Write the leaderboard's files into `folder`; returns the equilibrium JSON."""
+def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the leaderboard's files into `folder`; returns the equilibrium JSON. `adapted` (the
+    game `arena oracle` grew from this suite, arena.adaptive.adapted_game) is published beside
+    the static game: `adapted.json` and a section of each page."""
     folder.mkdir(parents=True, exist_ok=True)
     tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
     tidy.to_csv(folder / "results.csv", index=False)
     eq = equilibrium_json(board, frame)
+    if adapted is not None:
+        (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
+        eq["adapted"] = {k: v for k, v in adapted.items() if k != "iterations"}
+    elif (folder / "adapted.json").exists():
+        (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
     (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")
     (folder / "README.md").write_text(markdown_page(eq))
     (folder / "index.html").write_text(html_page(eq))

@@ -31,9 +31,10 @@ A = TypeVar("A", bound=Hashable)
 
 # An oracle gets the opponent's strategies and equilibrium mixture, and returns a response with
 # the responder's expected *defender* utility against that mixture (the attacker's oracle
-# returns the lowest it found, the defender's the highest).
-DefenderOracle = Callable[[Sequence[A], np.ndarray], tuple[D, float]]
-AttackerOracle = Callable[[Sequence[D], np.ndarray], tuple[A, float]]
+# returns the lowest it found, the defender's the highest), and optionally that utility's own
+# margin (what its seeds cannot tell apart), added to the loop's `margin` for that response.
+DefenderOracle = Callable[[Sequence[A], np.ndarray], tuple[D, float] | tuple[D, float, float]]
+AttackerOracle = Callable[[Sequence[D], np.ndarray], tuple[A, float] | tuple[A, float, float]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Iteration:
     attacker_gain: float  # the value, minus the defender utility it leaves against the defender mixture
     added_defender: bool
     added_attacker: bool
+    defender_margin: float = 0.0  # the margin the defender's gain had to clear beyond epsilon
+    attacker_margin: float = 0.0
 
 
 @dataclass
@@ -79,8 +82,11 @@ def double_oracle(
     margin: float = 0.0,
     max_iterations: int = 20,
     on_iteration: Callable[[Iteration], None] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> OracleResult[D, A]:
-    """Grow the game from `defenders` x `attackers` by best responses (see the module docstring)."""
+    """Grow the game from `defenders` x `attackers` by best responses (see the module docstring).
+    `out_of_time()`, asked after each round's responses, ends the loop there as the iteration
+    budget would."""
     if not defenders or not attackers:
         raise ValueError("the double oracle needs at least one defender and one attacker to start from")
     if max_iterations < 1:
@@ -91,16 +97,17 @@ def double_oracle(
     converged = False
     for index in range(max_iterations):
         solution = solve_zero_sum(matrix)
-        best_d, d_value = defender_oracle(cols, solution.attacker)
-        best_a, a_value = attacker_oracle(rows, solution.defender)
+        best_d, d_value, d_margin = (*defender_oracle(cols, solution.attacker), 0.0)[:3]
+        best_a, a_value, a_margin = (*attacker_oracle(rows, solution.defender), 0.0)[:3]
         d_gain, a_gain = d_value - solution.value, solution.value - a_value
-        gains_d = d_gain > epsilon + margin and best_d not in rows
-        gains_a = a_gain > epsilon + margin and best_a not in cols
+        d_margin, a_margin = margin + d_margin, margin + a_margin
+        gains_d = d_gain > epsilon + d_margin and best_d not in rows
+        gains_a = a_gain > epsilon + a_margin and best_a not in cols
         converged = not gains_d and not gains_a
         # the last round's responses are reported, not added: the reported equilibrium stays the
         # one the reported gains were measured against
-        last = converged or index == max_iterations - 1
-        step = Iteration(index, matrix.shape, solution.value, best_d, d_gain, best_a, a_gain, gains_d and not last, gains_a and not last)
+        last = converged or index == max_iterations - 1 or (out_of_time is not None and out_of_time())
+        step = Iteration(index, matrix.shape, solution.value, best_d, d_gain, best_a, a_gain, gains_d and not last, gains_a and not last, d_margin, a_margin)
         iterations.append(step)
         if on_iteration is not None:
             on_iteration(step)

@@ -53,6 +53,28 @@ def test_the_attacker_search_finds_the_corner_the_defense_does_not_watch(ray_hom
     assert hole > 0.99  # the equilibrium moved onto it
     assert out["value"] < first["value"] - 0.5
     assert Path(out["plot"]).stat().st_size > 0 and out["trials"] >= 12
+    assert out["resumed_searches"] == 0 and out["tune_overhead"] is not None
+
+    # the adapted game, recorded for the leaderboard: the corner filter's worst case falls
+    game = json.loads(Path(out["game"]).read_text())
+    assert game["attacker_adapted_value"] < game["static_value"] - 0.5
+    (corner,) = [w for w in game["worst_case"] if w["defender"] == "arena_controls/corner_filter"]
+    assert corner["fall"] > 0.5 and "trigger_position=top_left" in corner["worst_attacker"]
+    assert any(a["adapted"] and a["params"]["trigger_position"] == "top_left" for a in game["attackers"])
+
+    # run again, as after an interruption: every search is read back, nothing is searched anew
+    assert main(["oracle", suite, "--json", "--quiet", "--iterations", "2", "--trials", "12"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed_searches"] == len(again["iterations"]) and again["value"] == out["value"]
+    assert again["attacker"] == out["attacker"] and again["trials"] == out["trials"]
+
+    # the refresh publishes the adapted game beside the static one
+    assert main(["leaderboard", "refresh", suite, "--quiet"]) == 0
+    capsys.readouterr()
+    page = (Path(suite) / "README.md").read_text()
+    assert "## The adapted game" in page and "trigger_position=top_left" in page
+    assert json.loads((Path(suite) / "adapted.json").read_text())["value"] == pytest.approx(out["value"])
+    assert "id='adapted-worst-case'" in (Path(suite) / "index.html").read_text()
 
 
 def test_the_defender_search_finds_the_corner_the_attack_uses(ray_home, tmp_path):
@@ -135,7 +157,7 @@ def test_a_bad_search_block_is_refused_by_name_before_any_work(search, message):
         parse_search(suite.search, suite)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"iterations": 0}, "--iterations"), ({"trials": 0}, "--trials"), ({"search_alg": "bohb"}, "unknown search algorithm")])
+@pytest.mark.parametrize("kwargs, message", [({"iterations": 0}, "--iterations"), ({"trials": 0}, "--trials"), ({"search_alg": "bohb"}, "unknown search algorithm"), ({"time_budget": 0}, "--time")])
 def test_a_bad_budget_is_refused_before_any_match(kwargs, message, tmp_path):
     suite = parse_suite({**BASE, "name": "b", "attackers": ["badnets"], "defenders": ["none"], "search": {"attackers": {"badnets": {"poison_rate": [0.01, 0.2]}}}}, "b")
     played = []

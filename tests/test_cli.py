@@ -149,3 +149,7 @@ def test_show_gives_paper_deviations_requirements_and_the_full_space(capsys):
     assert {d["kind"] for d in json.loads(capsys.readouterr().out)} == {"attacker", "defender"}
     assert main(["show", "nueral_cleanse"]) == 2
     assert "Did you mean 'neural_cleanse'" in capsys.readouterr().err
+    # and what `arena oracle` searches: the declared ranges, the training recipe among them
+    assert main(["show", "badnets", "--json"]) == 0
+    params = json.loads(capsys.readouterr().out)["params"]
+    assert params["optimizer"]["search"] == {"choices": ["adam", "sgd", "adadelta"]} and params["trigger_margin"]["search"] is None

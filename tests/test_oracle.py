@@ -76,3 +76,27 @@ def test_an_empty_start_is_refused(args, message):
 def test_a_zero_budget_is_refused():
     with pytest.raises(ValueError, match="max_iterations"):
         double_oracle([0], [0], lambda d, a: 0.0, lambda *_: (0, 0.0), lambda *_: (0, 0.0), max_iterations=0)
+
+
+def test_a_response_must_clear_its_own_seed_margin_to_join():
+    """A best response whose gain the seeds cannot tell from noise is reported, not added."""
+    from arena.adaptive import seed_margin
+
+    assert seed_margin([0.4]) == 0.0 and seed_margin([0.5, 0.5, 0.5]) == 0.0
+    assert seed_margin([0.0, 1.0]) == pytest.approx(0.5)
+    table = {("d0", "a0"): 0.5, ("d0", "a1"): 0.2}
+
+    def noisy(defenders, mixture):  # gains 0.3, but its seeds disagree by 0.4 either side
+        return "a1", 0.2, 0.4
+
+    result = double_oracle(["d0"], ["a0"], lambda d, a: table[d, a], lambda a, m: ("d0", 0.5), noisy, epsilon=0.01, max_iterations=3)
+    assert result.converged and result.attackers == ["a0"] and result.iterations[0].attacker_margin == 0.4
+    sure = double_oracle(["d0"], ["a0"], lambda d, a: table[d, a], lambda a, m: ("d0", 0.5), lambda d, m: ("a1", 0.2, 0.1), epsilon=0.01, max_iterations=3)
+    assert sure.attackers == ["a0", "a1"]
+
+
+def test_a_spent_time_budget_makes_the_round_in_hand_the_last():
+    table = {("d0", "a0"): 0.5, ("d0", "a1"): 0.2}
+    result = double_oracle(["d0"], ["a0"], lambda d, a: table[d, a], lambda a, m: ("d0", 0.5), lambda d, m: ("a1", 0.2), max_iterations=5, out_of_time=lambda: True)
+    assert len(result.iterations) == 1 and not result.converged and result.attackers == ["a0"]  # reported, not added
+    assert result.iterations[0].attacker_gain == pytest.approx(0.3)

@@ -42,6 +42,38 @@ def test_the_search_finds_a_planted_hole_and_counts_crashed_trials(ray_local):
     assert again.config == found.config  # seeded: the same proposals
 
 
+def test_an_interrupted_search_resumes_without_running_its_finished_trials_again(ray_local, tmp_path):
+    calls, broken = tmp_path / "calls", tmp_path / "break"
+    broken.touch()
+
+    def counted(config):
+        """`_hole`, writing one line per call; crashes on kind 'c' while `broken` exists (an interruption)."""
+        with open(calls, "a") as f:
+            f.write(f"{config['kind']} {config['x']}\n")
+        if config["kind"] == "c" and broken.exists():
+            raise RuntimeError("crashed on purpose")
+        return _hole(config), {"kind": config["kind"]}
+
+    first = best_response(counted, SPACE.tune_space(), mode="max", trials=8, seed=0, storage_path=tmp_path, name="resumable", resume=True, slots=2)
+    assert not first.restored and first.failed >= 1 and len(calls.read_text().splitlines()) == 8
+    assert first.extras == {"kind": first.config["kind"]}  # what the objective reported beside its value
+    assert first.waiting >= 0.0
+    broken.unlink()
+    again = best_response(counted, SPACE.tune_space(), mode="max", trials=8, seed=0, storage_path=tmp_path, name="resumable", resume=True, slots=2)
+    # only the crashed trials ran again; the finished ones were read back
+    assert again.restored and again.failed == 0 and again.trials == 8
+    assert len(calls.read_text().splitlines()) == 8 + first.failed
+    assert again.value >= first.value
+
+
+def test_waiting_counts_slot_time_between_trials_while_trials_were_due():
+    from arena.search import scheduling_gaps
+
+    # two slots; trials enter 1 s after the search starts, and the third 0.5 s after a slot frees
+    spans = [(1.0, 5.0), (1.0, 6.0), (5.5, 8.0)]
+    assert scheduling_gaps(spans, 0.0, 8.25, 2) == pytest.approx(1.0 + 1.0 + 0.5 + 0.25)
+
+
 def test_a_gpu_share_per_trial_on_a_cluster_without_gpus_is_refused_before_any_trial(ray_local):
     import ray
 

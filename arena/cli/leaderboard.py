@@ -45,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
     board = build_board(frame, suite.name, include_nonstealthy=args.include_nonstealthy)
     if args.action == "refresh":
-        publish(board, frame, path.parent)
-        render.err.print(f"published {path.parent}/: results.csv, equilibrium.json, README.md, index.html, heatmaps")
+        from arena.adaptive import load_adapted
+        from arena.store import arena_home
+
+        adapted = load_adapted(suite, arena_home())
+        publish(board, frame, path.parent, adapted)
+        render.err.print(f"published {path.parent}/: results.csv, equilibrium.json, README.md, index.html, heatmaps" + (", adapted.json (the game `arena oracle` grew)" if adapted else ""))
     render.board(board, render.out())
     return 0
 

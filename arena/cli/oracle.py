@@ -18,9 +18,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="suite YAML file, or a folder holding suite.yaml; its `search` block says what each side may search")
     p.add_argument("--iterations", type=int, default=3, help="rounds of best responses at most (default 3)")
     p.add_argument("--trials", type=int, default=8, help="Tune trials per searched strategy family and round (default 8)")
+    p.add_argument("--time", type=float, default=None, metavar="SECONDS", help="wall-time budget: searches stop when it is spent and the round in hand is the last (default: none)")
     p.add_argument("--epsilon", type=float, default=0.01, help="a best response joins the game only if it gains more than this (default 0.01)")
     p.add_argument("--search-alg", default="random", help="Tune search algorithm (default random)")
     p.add_argument("--seed", type=int, default=0, help="seed of the searches (default 0)")
+    p.add_argument("--fresh", action="store_true", help="start every search anew (default: a search an interrupted run began or finished is resumed or read back)")
     p.add_argument("--plot", type=Path, default=None, help="convergence plot PNG (default: oracle-<suite>.png in $ARENA_HOME)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all cores)")
     p.add_argument("--gpus-per-task", type=float, default=None, metavar="SHARE", help="GPU share of each match and trial (default: the suite's, else 0)")
@@ -47,18 +49,32 @@ def _play(suite: Any, args: argparse.Namespace, compute: Any, gpus: float, progr
         gpus_per_task=gpus,
         storage=arena_home() / "oracle" / suite.name,
         on_round=progress,
+        slots=_slots(gpus),
+        resume=not args.fresh,
+        time_budget=args.time,
     )
+
+
+def _slots(gpus: float) -> int:
+    """Trials the local Ray can run at once (one CPU each, and a GPU share where given)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 1))
+    if gpus:
+        slots = min(slots, int(resources.get("GPU", 0) / gpus))
+    return max(1, slots)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from arena.adaptive import check_oracle, plot, report_json
+    from arena.adaptive import adapted_game, check_oracle, plot, report_json
     from arena.store import ArtifactStore, arena_home
     from arena.suite import load_suite
 
     suite = load_suite(args.suite)
-    check_oracle(suite, args.iterations, args.trials, args.search_alg)  # bad budgets and search blocks before Ray starts
+    check_oracle(suite, args.iterations, args.trials, args.search_alg, args.time)  # bad budgets and search blocks before Ray starts
     ArtifactStore(arena_home())  # an unusable ARENA_HOME likewise
     import ray
 
@@ -84,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         report = _play(suite, args, compute, gpus, progress)
     out = report_json(report)
+    # the adapted game, for `arena leaderboard refresh` to publish beside the static one
+    game_path = arena_home() / "oracle" / suite.name / "game.json"
+    game_path.write_text(json.dumps(adapted_game(report, suite, out), indent=1) + "\n")
+    out["game"] = str(game_path)
     path = args.plot or arena_home() / f"oracle-{suite.name}.png"
     plot(report, path)
     out["plot"] = str(path)
@@ -91,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         console = render.out()
-        state = "converged" if out["converged"] else "stopped at its iteration budget"
+        state = "converged" if out["converged"] else f"stopped at its {out['stopped_by']} budget"
         console.print(f"[bold]{suite.name}[/]: adaptive game value {out['value']:+.3f} ({state}); exploitability bound {out['exploitability']:.3f}")
         console.print("  (an empirical bound: what these searches found against the final equilibrium, not a proof)")
         for side in ("defender", "attacker"):

@@ -43,8 +43,17 @@ def describe(cls: Any) -> dict[str, Any]:
         "deviations": cls.deviations,
         "requires": requires,
         "code": code_fingerprint(cls),
-        "params": {p: {"default": spec.default, "space": spec.describe(), "help": spec.help} for p, spec in cls.space.items()},
+        "params": {p: {"default": spec.default, "space": spec.describe(), "search": spec.search_range(), "help": spec.help} for p, spec in cls.space.items()},
     }
+
+
+def _search_text(search: Any) -> str:
+    """A declared search range as `arena oracle` reads it ("" when the parameter is not searched)."""
+    if search is None:
+        return ""
+    if isinstance(search, dict):
+        return ", ".join(map(str, search["choices"]))
+    return f"[{search[0]}, {search[1]}]" + (" log" if len(search) > 2 else "")
 
 
 def _registries(kind: str | None) -> list[Any]:
@@ -100,9 +109,9 @@ def run_show(args: argparse.Namespace) -> int:
         if d["requires"]:
             console.print("[bold]requires[/]: " + ", ".join(f"{k}={v}" for k, v in d["requires"].items()), highlight=False)
         table = Table(title="hyperparameters", title_justify="left")
-        for column in ("name", "default", "space", "meaning"):
+        for column in ("name", "default", "space", "searched over", "meaning"):
             table.add_column(column, overflow="fold")
         for p, v in d["params"].items():
-            table.add_row(p, repr(v["default"]), v["space"], v["help"] or "")
+            table.add_row(p, repr(v["default"]), v["space"], _search_text(v["search"]), v["help"] or "")
         console.print(table if d["params"] else "no hyperparameters")
     return 0
