@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue #13's figures: the adaptive game (`arena oracle`) on digits and on the published
+# Fashion-MNIST suite, and the constrained fine-pruning question. Raw outputs go to
+# benchmarks/results/oracle/. Run from the repository root on an otherwise idle machine:
+#   bash benchmarks/adaptive_game.sh digits          # the 3x3 digits suite (budget: 15 min on 2 cores)
+#   bash benchmarks/adaptive_game.sh constrained-digits
+#   ARENA_HOME=<the published board's store> bash benchmarks/adaptive_game.sh fashion_mnist
+#   ARENA_HOME=<the published board's store> bash benchmarks/adaptive_game.sh constrained-fashion_mnist
+# The Fashion-MNIST runs reuse the published board's rows and models, so ARENA_HOME should be the
+# store `arena leaderboard refresh fashion_mnist` wrote (a fresh one re-plays the board first).
+set -euo pipefail
+out=benchmarks/results/oracle
+mkdir -p "$out"
+export RAY_AUTH_MODE=disabled
+case "${1:?which run}" in
+  digits)
+    export ARENA_HOME=${ARENA_HOME:-$(mktemp -d)}
+    /usr/bin/time -v arena oracle benchmarks/suites/oracle-digits.yaml --json --plot "$out/oracle-digits.png" \
+      > "$out/oracle-digits.json" 2> >(tail -n 40 > "$out/oracle-digits-time.txt")
+    ;;
+  constrained-digits|constrained-fashion_mnist)
+    ds=${1#constrained-}
+    export ARENA_HOME=${ARENA_HOME:-$(mktemp -d)}
+    arena oracle "benchmarks/suites/fine-pruning-constrained-$ds.yaml" --iterations 2 --trials "${TRIALS:-16}" --json \
+      --plot "$out/fine-pruning-constrained-$ds.png" > "$out/fine-pruning-constrained-$ds.json"
+    arena results "fine-pruning-constrained-$ds+oracle" --format json > "$out/fine-pruning-constrained-$ds-cells.json"
+    ;;
+  fashion_mnist)
+    : "${ARENA_HOME:?set ARENA_HOME to the published board's store}"
+    /usr/bin/time -v arena oracle leaderboards/fashion_mnist --iterations 2 --trials "${TRIALS:-4}" --json \
+      --plot "$out/fashion_mnist.png" > "$out/fashion_mnist.json" 2> >(tail -n 40 > "$out/fashion_mnist-time.txt")
+    cp "$ARENA_HOME/oracle/fashion_mnist/game.json" "$out/fashion_mnist-game.json"
+    arena results "fashion_mnist+oracle" --format json > "$out/fashion_mnist-cells.json"
+    ;;
+  *) echo "unknown run $1" >&2; exit 2 ;;
+esac
