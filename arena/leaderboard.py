@@ -421,7 +421,7 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, 
     eq = equilibrium_json(board, frame)
     if adapted is not None:
         (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
-        eq["adapted"] = {k: v for k, v in adapted.items() if k != "iterations"}
+        eq["adapted"] = adapted
     elif (folder / "adapted.json").exists():
         (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
     (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")

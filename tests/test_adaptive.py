@@ -30,7 +30,10 @@ def _suite(tmp_path, data):
     return str(folder)
 
 
-BASE = {"dataset": "digits", "epochs": 8, "seeds": [0]}
+# 16 epochs: at 8, digits models are under-trained (honest CA 0.91) and whether a badnet lands
+# within the stealth tolerance depends on the draw (top-left, seed 0: 3.9 points below), which
+# would turn the planted hole into a failed attack for reasons that are not the control's
+BASE = {"dataset": "digits", "epochs": 16, "seeds": [0]}
 
 
 def test_the_attacker_search_finds_the_corner_the_defense_does_not_watch(ray_home, tmp_path, capsys):
