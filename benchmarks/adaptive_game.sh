@@ -26,7 +26,7 @@ case "${1:?which run}" in
     arena results "fine-pruning-constrained-$ds+oracle" --format json > "$out/fine-pruning-constrained-$ds-cells.json"
     ;;
   fashion_mnist)
-    : "${ARENA_HOME:?set ARENA_HOME to the published board's store}"
+    : "${ARENA_HOME:?set ARENA_HOME to the store of the published board}"
     /usr/bin/time -v arena oracle leaderboards/fashion_mnist --iterations 2 --trials "${TRIALS:-4}" ${TIME_BUDGET:+--time "$TIME_BUDGET"} --json \
       --plot "$out/fashion_mnist.png" > "$out/fashion_mnist.json" 2> >(tail -n 40 > "$out/fashion_mnist-time.txt")
     cp "$ARENA_HOME/oracle/fashion_mnist/game.json" "$out/fashion_mnist-game.json"
