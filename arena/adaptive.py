@@ -261,6 +261,7 @@ class SearchLog:
     wall: float = 0.0  # the searches' wall time
     waiting: float = 0.0  # slot-seconds trials were due but not running (Tune's own time)
     resumed: int = 0  # searches read back or resumed from an earlier, interrupted run
+    skipped: int = 0  # family searches not run because the time budget was spent
 
 
 def _support(strategies: Any, mixture: np.ndarray) -> list[tuple[StrategySpec, float]]:
@@ -354,7 +355,8 @@ def make_oracles(
         index = rounds[family.kind]
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            return None  # the time budget is spent: this family offers nothing more
+            log.skipped += 1  # the time budget is spent: this family is not searched
+            return None
         search_seed = seed + 1000 * index + sum(map(ord, family.name))  # per family and round, the same in every run
         name = _experiment_name(family, index, opponents=opponents, trials=trials, seed=search_seed, budgets=budgets, task=task, numerics=numerics)
         try:
@@ -375,7 +377,7 @@ def make_oracles(
         log.resumed += int(found.restored)
         return family.spec(found.config), found.value, seed_margin(found.extras.get("per_seed", []))
 
-    def expected(per_seed_of: Callable[[int], float], support: list[tuple[StrategySpec, float]]) -> Any:
+    def expected(per_seed_of: Callable[[int], float]) -> Any:
         """Mean over seeds of the expected utility, with the per-seed values for the margin."""
         per_seed = [float(per_seed_of(s)) for s in suite.seeds]
         return float(np.mean(per_seed)), {"per_seed": per_seed}
@@ -390,7 +392,7 @@ def make_oracles(
 
             def objective(config: dict[str, Any], family: FamilySearch = family) -> Any:
                 d = family.spec(config)
-                return expected(lambda s: sum(p * _match_utility(suite, a, d, s, suite.epochs, compute, home) for a, p in support), support)
+                return expected(lambda s: sum(p * _match_utility(suite, a, d, s, suite.epochs, compute, home) for a, p in support))
 
             if (found := search(family, objective, "max", None, support)) is not None:
                 options.append(found)
@@ -407,7 +409,7 @@ def make_oracles(
 
             def objective(config: dict[str, Any], epochs: int = suite.epochs, family: FamilySearch = family) -> Any:
                 a = family.spec(config)
-                return expected(lambda s: sum(p * _match_utility(suite, a, d, s, epochs, compute, home) for d, p in support), support)
+                return expected(lambda s: sum(p * _match_utility(suite, a, d, s, epochs, compute, home) for d, p in support))
 
             if (found := search(family, objective, "min", rungs(suite.epochs), support)) is not None:
                 options.append(found)
@@ -501,6 +503,7 @@ def play_oracle(
             "added": [label("defender", step.best_defender)] * step.added_defender + [label("attacker", step.best_attacker)] * step.added_attacker,  # type: ignore[arg-type]
             "trials": log.trials,
             "failed_trials": log.failed,
+            "skipped_searches": log.skipped,
             "trial_seconds": round(log.seconds, 1),
             "cpu_seconds": round(log.seconds * resources["cpu"], 1),
             "seconds": round(time.perf_counter() - start, 1),
@@ -514,7 +517,7 @@ def play_oracle(
         out_of_time=None if deadline is None else lambda: time.monotonic() >= deadline,
     )
     spent = deadline is not None and time.monotonic() >= deadline
-    return OracleReport(result, log, time.perf_counter() - start, rounds, out_of_time=spent and not result.converged and len(rounds) < iterations)
+    return OracleReport(result, log, time.perf_counter() - start, rounds, out_of_time=spent and not result.converged)
 
 
 def report_json(report: OracleReport) -> dict[str, Any]:
@@ -537,6 +540,7 @@ def report_json(report: OracleReport) -> dict[str, Any]:
         # Tune's own time per trial, against the trials' work (issue #13 asks under 5 %)
         "tune_overhead": round(report.log.waiting / report.log.seconds, 4) if report.log.seconds else None,
         "resumed_searches": report.log.resumed,
+        "skipped_searches": report.log.skipped,
         "seconds": round(report.seconds, 1),
     }
 

@@ -103,10 +103,12 @@ def double_oracle(
         d_margin, a_margin = margin + d_margin, margin + a_margin
         gains_d = d_gain > epsilon + d_margin and best_d not in rows
         gains_a = a_gain > epsilon + a_margin and best_a not in cols
-        converged = not gains_d and not gains_a
+        # a round cut short by the time budget certifies nothing: its searches may not have run
+        timed_out = out_of_time is not None and out_of_time()
+        converged = not gains_d and not gains_a and not timed_out
         # the last round's responses are reported, not added: the reported equilibrium stays the
         # one the reported gains were measured against
-        last = converged or index == max_iterations - 1 or (out_of_time is not None and out_of_time())
+        last = converged or timed_out or index == max_iterations - 1
         step = Iteration(index, matrix.shape, solution.value, best_d, d_gain, best_a, a_gain, gains_d and not last, gains_a and not last, d_margin, a_margin)
         iterations.append(step)
         if on_iteration is not None:

@@ -100,3 +100,6 @@ def test_a_spent_time_budget_makes_the_round_in_hand_the_last():
     result = double_oracle(["d0"], ["a0"], lambda d, a: table[d, a], lambda a, m: ("d0", 0.5), lambda d, m: ("a1", 0.2), max_iterations=5, out_of_time=lambda: True)
     assert len(result.iterations) == 1 and not result.converged and result.attackers == ["a0"]  # reported, not added
     assert result.iterations[0].attacker_gain == pytest.approx(0.3)
+    # no gain found in a round the budget cut short is not convergence: its searches may not have run
+    idle = double_oracle(["d0"], ["a0"], lambda d, a: table[d, a], lambda a, m: ("d0", 0.5), lambda d, m: ("a0", 0.5), max_iterations=5, out_of_time=lambda: True)
+    assert len(idle.iterations) == 1 and not idle.converged
