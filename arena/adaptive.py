@@ -343,7 +343,7 @@ def make_oracles(
     expected utility with it, and the seed margin of that utility. A side with no searched
     family answers with its best strategy among those already in the game (a search over the
     suite's own entries)."""
-    from arena.search import best_response
+    from arena.search import NothingFinished, best_response
     from arena.store import arena_home
 
     suite, compute, home = game.suite, game.compute, str(arena_home())
@@ -364,9 +364,9 @@ def make_oracles(
                 objective, family.domains(), mode=mode, trials=trials, seed=search_seed, resources=resources, storage_path=storage, name=name, budgets=budgets, slots=slots, resume=resume,
                 time_budget=left,
             )
-        except RuntimeError:  # every trial failed: the family offers nothing this round, the search goes on
-            log.trials += trials
-            log.failed += trials
+        except NothingFinished as nothing:  # every trial failed or was cut: the family offers nothing this round, the search goes on
+            log.trials += nothing.trials
+            log.failed += nothing.failed
             return None
         log.trials += found.trials
         log.failed += found.failed

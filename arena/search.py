@@ -20,6 +20,14 @@ from arena.device import check_gpus_per_task, cluster_gpus
 OBJECTIVE = "objective"
 
 
+class NothingFinished(RuntimeError):
+    """No trial of a search finished: all failed, or the time budget cut them."""
+
+    def __init__(self, trials: int, failed: int, message: str) -> None:
+        super().__init__(message)
+        self.trials, self.failed = trials, failed
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """The best configuration found, its objective, and what the search cost."""
@@ -148,8 +156,10 @@ def best_response(
     spent = sum(float(m.get("trial_seconds", 0.0)) for _, m in ran)
     # a trial ASHA stopped early does not compete: its value is that of a smaller budget
     finished = [(c, float(m[OBJECTIVE]), float(m.get("trial_seconds", 0.0))) for c, m in ran if m.get("complete", True)]
+    failed = sum(1 for r in results if r.error is not None)  # the rest without a value were cut by the time budget
     if not finished:
-        raise RuntimeError(f"all {len(results)} trials of the search failed; the first error: {grid.errors[0] if grid.errors else 'none reported'}")
+        first = grid.errors[0] if grid.errors else "none reported"
+        raise NothingFinished(len(results), failed, f"none of the {len(results)} trials of the search finished ({failed} failed); the first error: {first}")
     pick = max if mode == "max" else min
     best = pick(range(len(finished)), key=lambda i: finished[i][1])
     config, value, _ = finished[best]
@@ -158,6 +168,6 @@ def best_response(
     spans = [(float(m["entered"]), float(m["left"])) for _, m in ran if "entered" in m and float(m["entered"]) >= began_wall]
     waiting = scheduling_gaps(spans, began_wall, began_wall + wall, slots or 1) if spans else 0.0
     return SearchResult(
-        config=dict(config), value=value, trials=len(results), failed=len(results) - len(ran), seconds=spent,
+        config=dict(config), value=value, trials=len(results), failed=failed, seconds=spent,
         stopped=len(ran) - len(finished), wall=wall, extras=dict(extras), waiting=waiting, restored=restored,
     )

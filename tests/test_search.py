@@ -66,6 +66,20 @@ def test_an_interrupted_search_resumes_without_running_its_finished_trials_again
     assert again.value >= first.value
 
 
+def test_trials_the_time_budget_cuts_are_unfinished_not_failed(ray_local, tmp_path):
+    from arena.search import NothingFinished
+
+    def slow(config):
+        import time
+
+        time.sleep(60)
+        return config["x"]
+
+    with pytest.raises(NothingFinished) as cut:
+        best_response(slow, SPACE.tune_space(), mode="max", trials=2, seed=0, storage_path=tmp_path, name="cut", time_budget=3)
+    assert cut.value.trials == 2 and cut.value.failed == 0
+
+
 def test_waiting_counts_slot_time_between_trials_while_trials_were_due():
     from arena.search import scheduling_gaps
 
