@@ -261,7 +261,7 @@ class SearchLog:
     wall: float = 0.0  # the searches' wall time
     waiting: float = 0.0  # slot-seconds trials were due but not running (Tune's own time)
     resumed: int = 0  # searches read back or resumed from an earlier, interrupted run
-    skipped: int = 0  # family searches not run because the time budget was spent
+    skipped: int = 0  # family searches the time budget skipped, or cut before any trial finished
 
 
 def _support(strategies: Any, mixture: np.ndarray) -> list[tuple[StrategySpec, float]]:
@@ -367,6 +367,7 @@ def make_oracles(
         except NothingFinished as nothing:  # every trial failed or was cut: the family offers nothing this round, the search goes on
             log.trials += nothing.trials
             log.failed += nothing.failed
+            log.skipped += int(nothing.failed < nothing.trials)  # the time budget cut it before any trial finished
             return None
         log.trials += found.trials
         log.failed += found.failed

@@ -314,7 +314,12 @@ def _adapted_lines(game: dict[str, Any]) -> list[str]:
              "| game | value |", "|---|---|",
              f"| the suite as written | {game['static_value']:.3f} |",
              f"| the attacker adapts (against the suite's defenders) | {game['attacker_adapted_value']:.3f} |",
-             f"| both adapt | {game['value']:.3f} |", "",
+             f"| both adapt (the final game) | {game['value']:.3f} |", "",
+             f"In the last round (reported, not added) the defender's best response would gain {game['iterations'][-1]['defender_gain']:.3f} and the attacker's "
+             f"{game['iterations'][-1]['attacker_gain']:.3f}"
+             + (f"; searches the time budget skipped or cut short before any trial finished: {game['iterations'][-1]['skipped_searches']}"
+                " (a side whose search did not run shows no gain)." if game["iterations"][-1].get("skipped_searches") else "."),
+             "",
              f"Exploitability bound {game['exploitability']:.3f} ({'converged' if game['converged'] else 'not converged: the iteration budget ran out'}): {game['exploitability_note']}. "
              f"{len(game['iterations'])} iterations, {cost['trials']} trials ({cost['failed_trials']} failed, {cost['stopped_trials']} stopped early), "
              f"{cost['trial_seconds'] / 3600:.2f} CPU-hours of trials, {cost['seconds'] / 60:.0f} minutes in all.", "",
