@@ -322,7 +322,7 @@ def _adapted_lines(game: dict[str, Any]) -> list[str]:
              "",
              f"Exploitability bound {game['exploitability']:.3f} ({'converged' if game['converged'] else 'not converged: the iteration budget ran out'}): {game['exploitability_note']}. "
              f"{len(game['iterations'])} iterations, {cost['trials']} trials ({cost['failed_trials']} failed, {cost['stopped_trials']} stopped early), "
-             f"{cost['trial_seconds'] / 3600:.2f} CPU-hours of trials, {cost['seconds'] / 60:.0f} minutes in all.", "",
+             f"{cost['trial_seconds'] / 3600:.2f} CPU-hours of trials (a resumed run counts the trials it read back).", "",
              "### How far each defender's worst case falls when the attacker adapts", "",
              "| defender | worst case, suite's attackers | worst case, with adapted attackers | fall | its worst attacker |", "|---|---|---|---|---|"]
     for w in game["worst_case"]:
