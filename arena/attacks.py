@@ -21,6 +21,7 @@ from arena.protocol import (
     Trigger,
     Untargeted,
 )
+from arena.specs import backward_compatible
 from arena.strategy import AttackContext, Attacker
 from arena.training import OPTIMIZERS, fit
 from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_copies
@@ -36,6 +37,9 @@ TRAINING_SPACE = Space(
     init_scale=Float(1.0, 1e-3, 1e3, log=True, help="factor on the initial weights (PyTorch's default initialisation)", search=(0.5, 2.0)),
     preprocessing=Choice("unit", options=PREPROCESSING, help="inputs as given in [0, 1], or standardised by the training data's per-channel mean and deviation (a layer of the model)", search=True),
 )
+
+# added after the boards were published; at these defaults a spec and its key are as before
+backward_compatible(optimizer="adam", epochs=0, init_scale=1.0, preprocessing="unit")
 
 TARGET_SPACE = Space(target=Int(0, 0, 10_000, help="target label of the backdoor", search=(0, 9)))
 

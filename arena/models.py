@@ -30,9 +30,9 @@ class ChannelMask(nn.Module):
 
 
 class InputNorm(nn.Module):
-    """Per-channel standardisation, the model's first operation: (x - shift) / scale. The identity
-    (shift 0, scale 1, exactly x in floating point) unless the attacker's recipe standardises its
-    inputs (`preprocessing: standardize`); being a layer, the published model still takes the
+    """Per-channel standardisation, the model's first operation: (x - shift) / scale. A model has
+    one only when the attacker's recipe standardises its inputs (`preprocessing: standardize`);
+    being a layer, the published model still takes the
     task's inputs in [0, 1], whoever evaluates it."""
 
     shift: torch.Tensor
@@ -45,6 +45,12 @@ class InputNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift.view(1, -1, 1, 1)) / self.scale.view(1, -1, 1, 1)
+
+
+def _adopt_input_norm(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Loading the state of a model that standardises its inputs gives the fresh model its layer."""
+    if f"{prefix}input_norm.shift" in state_dict and getattr(module, "input_norm", None) is None:
+        module.input_norm = InputNorm(state_dict[f"{prefix}input_norm.shift"].numel()).to(state_dict[f"{prefix}input_norm.shift"].device)
 
 
 class BadNetsCNN(nn.Module):
@@ -64,7 +70,10 @@ class BadNetsCNN(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         kernel, pad = (5, 0) if min(height, width) >= 20 else (3, 1)
-        self.input_norm = InputNorm(channels)
+        # None unless the recipe standardises inputs (arena.models.standardize_inputs): a model
+        # without it has exactly the state of the models published before the layer existed
+        self.input_norm: InputNorm | None = None
+        self.register_load_state_dict_pre_hook(_adopt_input_norm)
         self.conv1 = nn.Conv2d(channels, widths[0], kernel, padding=pad)
         self.conv2 = nn.Conv2d(widths[0], widths[1], kernel, padding=pad)
         self.mask = ChannelMask(widths[1])
@@ -80,7 +89,9 @@ class BadNetsCNN(nn.Module):
 
     def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-ReLU outputs of the last conv layer: (N, C, H, W)."""
-        return self.conv2(self.pool(torch.relu(self.conv1(self.input_norm(x)))))
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        return self.conv2(self.pool(torch.relu(self.conv1(x))))
 
     def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor:
         """Post-ReLU, post-mask activations of the last conv layer, before pooling: (N, C, H, W)."""
@@ -147,6 +158,13 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
 PREPROCESSING = ("unit", "standardize")
 
 
+def structure(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The model's state shapes, which say its architecture; an InputNorm layer (a recipe's
+    standardisation, optional in any architecture with the slot) is not part of it."""
+    optional = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, InputNorm))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith(optional)}
+
+
 def scale_initial_weights(model: nn.Module, factor: float) -> None:
     """Multiply the initial weights of every conv and dense layer by `factor` (biases kept): the
     initialisation scale of a training recipe."""
@@ -159,9 +177,12 @@ def scale_initial_weights(model: nn.Module, factor: float) -> None:
 def standardize_inputs(model: nn.Module, x: torch.Tensor) -> None:
     """Make the model standardise its inputs by the per-channel mean and deviation of `x` (its
     training data), through its InputNorm layer; an architecture without one cannot."""
+    if hasattr(model, "input_norm") and model.input_norm is None:
+        channels = x.shape[1]
+        model.input_norm = InputNorm(channels).to(x.device)
     norms = [m for m in model.modules() if isinstance(m, InputNorm)]
     if len(norms) != 1:
-        raise UsageError(f"preprocessing 'standardize' needs an architecture with one arena.models.InputNorm layer; {type(model).__name__} has {len(norms)}.")
+        raise UsageError(f"preprocessing 'standardize' needs an architecture with an `input_norm` slot for an arena.models.InputNorm layer; {type(model).__name__} has none.")
     dims = [d for d in range(x.dim()) if d != 1]
     with torch.no_grad():
         norms[0].shift.copy_(x.double().mean(dim=dims).float())

@@ -18,7 +18,7 @@ from torch import nn
 
 from arena.capabilities import not_applicable_reason
 from arena.errors import ParamError, StrategyError
-from arena.models import build_model
+from arena.models import build_model, structure
 from arena.params import Space
 from arena.protocol import (
     AttackOutput,
@@ -150,9 +150,7 @@ class Attacker(Strategy):
         published = self.published_architecture(task)
         if published != task.architecture and not self.changes_architecture:
             raise StrategyError(f"{who} publishes architecture {published!r} but does not declare changes_architecture.")
-        reference = {k: tuple(v.shape) for k, v in build_model(dataclasses.replace(task, architecture=published)).state_dict().items()}
-        actual = {k: tuple(v.shape) for k, v in out.model.state_dict().items()}
-        if reference != actual:
+        if structure(build_model(dataclasses.replace(task, architecture=published))) != structure(out.model):
             raise StrategyError(f"{who} returned a model that is not the architecture {published!r} it publishes (task architecture {task.architecture!r}).")
         out.model.eval()
         return out
