@@ -31,8 +31,8 @@ def _suite(tmp_path, data):
 
 
 # 16 epochs: at 8, digits models are under-trained (honest CA 0.91) and whether a badnet lands
-# within the stealth tolerance depends on the draw (top-left, seed 0: 3.9 points below), which
-# would turn the planted hole into a failed attack for reasons that are not the control's
+# within the stealth tolerance depends on the draw (one draw put the top-left one 3.9 points
+# below), which would turn the planted hole into a failed attack for reasons not the control's
 BASE = {"dataset": "digits", "epochs": 16, "seeds": [0]}
 
 
