@@ -32,8 +32,8 @@ class ChannelMask(nn.Module):
 class InputNorm(nn.Module):
     """Per-channel standardisation, the model's first operation: (x - shift) / scale. A model has
     one only when the attacker's recipe standardises its inputs (`preprocessing: standardize`);
-    being a layer, the published model still takes the
-    task's inputs in [0, 1], whoever evaluates it."""
+    being a layer, the published model still takes the task's inputs in [0, 1], whoever
+    evaluates it."""
 
     shift: torch.Tensor
     scale: torch.Tensor
