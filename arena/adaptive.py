@@ -83,7 +83,7 @@ class FamilySearch:
         cls = (ATTACKERS if self.kind == "attacker" else DEFENDERS).get(self.name)
         chosen = {**self.base, **{k: config[k] for k in self.ranges}}
         instance = cls(**chosen)
-        return StrategySpec.of(self.name, instance.version, instance.params)
+        return StrategySpec.of(self.name, instance.version, instance.spec_params)
 
 
 BASELINES = ("none",)  # the no-attack and no-defense baselines: nothing to search

@@ -164,7 +164,7 @@ def _manifest_triggers(manifest: dict[str, Any], path: Path) -> list[Trigger]:
 def honest_spec(attack: AttackSpec) -> AttackSpec:
     """The honest baseline for the same dataset, budget and seed (attacker `none`, its defaults)."""
     honest = ATTACKERS.get("none")()
-    return AttackSpec(StrategySpec.of("none", honest.version, honest.params), attack.dataset, attack.architecture, attack.epochs, attack.clean_budget, attack.seed)
+    return AttackSpec(StrategySpec.of("none", honest.version, honest.spec_params), attack.dataset, attack.architecture, attack.epochs, attack.clean_budget, attack.seed)
 
 
 def instantiate_attacker(spec: StrategySpec) -> Attacker:

@@ -21,7 +21,6 @@ from arena.protocol import (
     Trigger,
     Untargeted,
 )
-from arena.specs import backward_compatible
 from arena.strategy import AttackContext, Attacker
 from arena.training import OPTIMIZERS, fit
 from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_copies
@@ -32,14 +31,18 @@ from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_c
 TRAINING_SPACE = Space(
     lr=Float(1e-3, 1e-6, 10.0, log=True, help="learning rate of the optimiser", search=(1e-4, 1e-1)),
     batch_size=Int(128, 1, 4096, help="minibatch size", search=(32, 256)),
-    optimizer=Choice("adam", options=OPTIMIZERS, help="Adam, SGD with momentum 0.9, or Adadelta", search=True),
-    epochs=Int(0, 0, 100_000, help="training epochs; 0: the task's budget (more is refused)"),
-    init_scale=Float(1.0, 1e-3, 1e3, log=True, help="factor on the initial weights (PyTorch's default initialisation)", search=(0.5, 2.0)),
-    preprocessing=Choice("unit", options=PREPROCESSING, help="inputs as given in [0, 1], or standardised by the training data's per-channel mean and deviation (a layer of the model)", search=True),
+    # added after the boards were published: at these defaults a spec and its key are as before
+    optimizer=Choice("adam", options=OPTIMIZERS, help="Adam, SGD with momentum 0.9, or Adadelta", search=True, keyed_at_default=False),
+    epochs=Int(0, 0, 100_000, help="training epochs; 0: the task's budget (more is refused)", keyed_at_default=False),
+    init_scale=Float(1.0, 1e-3, 1e3, log=True, help="factor on the initial weights (PyTorch's default initialisation)", search=(0.5, 2.0), keyed_at_default=False),
+    preprocessing=Choice(
+        "unit",
+        options=PREPROCESSING,
+        help="inputs as given in [0, 1], or standardised by the training data's per-channel mean and deviation (a layer of the model)",
+        search=True,
+        keyed_at_default=False,
+    ),
 )
-
-# added after the boards were published; at these defaults a spec and its key are as before
-backward_compatible(optimizer="adam", epochs=0, init_scale=1.0, preprocessing="unit")
 
 TARGET_SPACE = Space(target=Int(0, 0, 10_000, help="target label of the backdoor", search=(0, 9)))
 

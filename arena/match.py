@@ -161,8 +161,8 @@ def prepare(
     d.check(task)
     if not 0.0 < clean_budget <= 0.5:
         raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
-    attack = AttackSpec(StrategySpec.of(attacker, a.version, a.params), dataset, architecture, task.epochs, clean_budget, seed)
-    return Prepared(MatchSpec(attack, StrategySpec.of(defender, d.version, d.params)), task, a, d)
+    attack = AttackSpec(StrategySpec.of(attacker, a.version, a.spec_params), dataset, architecture, task.epochs, clean_budget, seed)
+    return Prepared(MatchSpec(attack, StrategySpec.of(defender, d.version, d.spec_params)), task, a, d)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ class Param:
     # validation range (a trigger of up to 4096 pixels) is not a search range, hence a separate
     # declaration; None: not searched unless a suite asks.
     search: Any = field(default=None, kw_only=True)
+    # False for a parameter added after specs were published whose default reproduces the
+    # behaviour from before it existed: at that default a spec leaves it out (Space.key_params),
+    # so every earlier spec keeps its key, seed streams, models and rows. A parameter whose
+    # default changes behaviour keeps True (its strategy's version is bumped instead).
+    keyed_at_default: bool = field(default=True, kw_only=True)
 
     def search_range(self) -> Any:
         """The declared search range in the suite's `search` vocabulary ([low, high],
@@ -236,6 +241,11 @@ class Space(Mapping[str, Param]):
                 raise UnknownNameError("hyperparameter", name, self._params, owner=owner)
             out[name] = self._params[name].coerce(name, value)
         return out
+
+    def key_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated `values` as a spec records them: parameters declared
+        `keyed_at_default=False` are left out at their default."""
+        return {k: v for k, v in values.items() if k not in self._params or self._params[k].keyed_at_default or not (type(v) is type(self._params[k].default) and v == self._params[k].default)}
 
     def search_ranges(self) -> dict[str, Any]:
         """The ranges the strategy declares worth searching, in the suite's `search` vocabulary."""

@@ -21,26 +21,6 @@ def derive_seed(seed: int, *parts: str) -> int:
     return int(digest([seed, *parts])[:15], 16)
 
 
-# Parameters added to a space after specs were published, whose defaults reproduce the behaviour
-# from before they existed: a spec leaves them out at those defaults, so every earlier spec keeps
-# its key, and with it its seed streams, models and rows. Registered by the module that declares
-# them (arena.attacks: the training recipe); a parameter whose default changes behaviour is never
-# registered here (its strategy's version is bumped instead).
-BACKWARD_COMPATIBLE: dict[str, Any] = {}
-
-
-def backward_compatible(**defaults: Any) -> None:
-    """Register parameters added with behaviour-preserving defaults (see BACKWARD_COMPATIBLE)."""
-    BACKWARD_COMPATIBLE.update(defaults)
-
-
-def _keyed(name: str, value: Any) -> bool:
-    if name not in BACKWARD_COMPATIBLE:
-        return True
-    default = BACKWARD_COMPATIBLE[name]
-    return not (type(value) is type(default) and value == default)
-
-
 @dataclass(frozen=True)
 class StrategySpec:
     """A strategy configuration: registry name, version, and its full (validated) parameters."""
@@ -51,7 +31,7 @@ class StrategySpec:
 
     @classmethod
     def of(cls, name: str, version: str, params: dict[str, Any]) -> StrategySpec:
-        return cls(name, version, tuple(sorted((k, v) for k, v in params.items() if _keyed(k, v))))
+        return cls(name, version, tuple(sorted(params.items())))
 
     @property
     def param_dict(self) -> dict[str, Any]:

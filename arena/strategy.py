@@ -50,6 +50,11 @@ class Strategy(ABC):
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.space.validate(params, owner=f"{self.kind} {self.name!r}")
 
+    @property
+    def spec_params(self) -> dict[str, Any]:
+        """The parameters as a spec (and so a store key) records them (Space.key_params)."""
+        return self.space.key_params(self.params)
+
     def check_task(self, task: TaskSpec) -> None:  # noqa: B027 (an optional hook: most strategies need no task check)
         """Checks that need the task (a trigger larger than the image...); raise ParamError."""
 

@@ -129,7 +129,7 @@ def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[Strat
                 instance = cls(**values)
             except ArenaError as exc:
                 raise SuiteError(f"{at} ({name}): {exc}") from None
-            specs.append(StrategySpec.of(str(name), cls.version, instance.params))
+            specs.append(StrategySpec.of(str(name), cls.version, instance.spec_params))
     return tuple(dict.fromkeys(specs))  # a grid point listed twice is one strategy
 
 
@@ -237,7 +237,7 @@ def with_strategies(suite: Suite, names: list[str]) -> Suite:
         else:
             raise SuiteError(str(UnknownNameError("strategy", name, ATTACKERS.names() + DEFENDERS.names())))
         cls = registry.get(name)
-        spec = StrategySpec.of(name, cls.version, cls().params)
+        spec = StrategySpec.of(name, cls.version, cls().spec_params)
         if spec not in group:
             group.append(spec)
     task = task_for(suite.dataset, suite.architecture, suite.epochs)

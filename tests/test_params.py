@@ -42,3 +42,15 @@ def test_tune_space_has_one_domain_per_parameter():
 
     tuned = SPACE.tune_space()
     assert set(tuned) == set(SPACE) and all(isinstance(d, Domain) for d in tuned.values())
+
+
+def test_parameters_added_later_leave_a_spec_only_at_their_own_defaults():
+    """The recipe's parameters keep earlier specs' keys at their defaults; another strategy's
+    parameter of the same name is its own and always recorded."""
+    from arena.attacks import TRAINING_SPACE
+    from arena.params import Int, Space
+
+    recipe = TRAINING_SPACE.validate({"optimizer": "sgd"})
+    assert TRAINING_SPACE.key_params(recipe) == {"lr": 0.001, "batch_size": 128, "optimizer": "sgd"}
+    theirs = Space(epochs=Int(5, 0, 100))
+    assert theirs.key_params({"epochs": 0}) == {"epochs": 0} and theirs.key_params({"epochs": 5}) == {"epochs": 5}
