@@ -65,7 +65,7 @@ class FamilySearch:
     def domains(self) -> dict[str, Any]:
         from ray import tune
 
-        cls = (ATTACKERS if self.kind == "attacker" else DEFENDERS).get(self.name)
+        cls = _registry(self.kind).get(self.name)
         out: dict[str, Any] = {}
         for param, spec in self.ranges.items():
             declared = cls.space._params[param]
@@ -80,7 +80,7 @@ class FamilySearch:
 
     def spec(self, config: dict[str, Any]) -> StrategySpec:
         """The strategy of one configuration, validated by its class (a ParamError if refused)."""
-        cls = (ATTACKERS if self.kind == "attacker" else DEFENDERS).get(self.name)
+        cls = _registry(self.kind).get(self.name)
         chosen = {**self.base, **{k: config[k] for k in self.ranges}}
         instance = cls(**chosen)
         return StrategySpec.of(self.name, instance.version, instance.spec_params)
@@ -437,7 +437,7 @@ def label(kind: str, spec: StrategySpec) -> str:
     """The strategy's label as on the leaderboard: its name plus its non-default parameters."""
     from arena.leaderboard import strategy_label
 
-    defaults = (ATTACKERS if kind == "attacker" else DEFENDERS).get(spec.name).space.defaults()
+    defaults = _registry(kind).get(spec.name).space.defaults()
     return strategy_label(spec.name, json.dumps(spec.param_dict), dict(defaults))
 
 
