@@ -3,8 +3,9 @@ defenses call these."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -29,12 +30,21 @@ def fit(
     stage: str = "train",
     progress: ProgressFn = no_progress,
     after_step: Callable[[nn.Module], None] | None = None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    extra_params: Sequence[nn.Parameter] = (),
+    sharpness_radius: float = 0.0,
 ) -> nn.Module:
     """Minibatch training of `model` on `data` in place; data stays in tensors (no DataLoader).
 
     `after_step` runs after every optimiser step (attacks use it to hold constraints).
+    `loss_fn(model, x, y)` replaces the cross-entropy of a batch (an attack that trains a trigger
+    generator with the classifier builds its batch loss there), and `extra_params` are optimised
+    with the model's (that generator's weights). `sharpness_radius` ρ > 0 makes each step a
+    sharpness-aware one (Foret et al., "Sharpness-Aware Minimization", ICLR 2021): the gradient is
+    taken again at the weights moved by ρ along the normalised gradient, and applied at the
+    original weights, which seeks minima whose whole ρ-neighbourhood has low loss.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + [p for p in extra_params if p.requires_grad]
     # on a GPU the step is one fused kernel (its own numerics, recorded as the GPU's); CPU keeps its loop
     on_gpu = bool(params) and params[0].device.type == "cuda"
     if optimizer == "adam":
@@ -46,6 +56,7 @@ def fit(
         opt = torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    batch_loss = loss_fn if loss_fn is not None else _cross_entropy
     n = len(data)
     x = data.x.contiguous(memory_format=torch.channels_last) if data.x.dim() == 4 else data.x  # images, or features
     model.train()
@@ -55,15 +66,38 @@ def fit(
         order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x[idx]), data.y[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            xb, yb = x[idx], data.y[idx]
+            batch_loss(model, xb, yb).backward()
+            if sharpness_radius > 0:
+                _ascend_to_sharpest(params, sharpness_radius, functools.partial(batch_loss, model, xb, yb))
             opt.step()
             if after_step is not None:
                 after_step(model)
         progress(stage, epoch + 1, epochs)
     model.eval()
     return model
+
+
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def _ascend_to_sharpest(params: list[nn.Parameter], radius: float, loss: Callable[[], torch.Tensor]) -> None:
+    """SAM's inner step: with the batch gradient in `.grad`, move the weights by `radius` along it
+    (normalised over all of them), replace `.grad` by the gradient there, and move them back."""
+    with torch.no_grad():
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        moves = [g * (radius / (norm + 1e-12)) for g in grads]
+        for p, e in zip(params, moves):
+            p.add_(e)
+    for p in params:
+        p.grad = None
+    loss().backward()
+    with torch.no_grad():
+        for p, e in zip(params, moves):
+            p.sub_(e)
 
 
 @torch.no_grad()
