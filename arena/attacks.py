@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from arena.models import PREPROCESSING, build_model, scale_initial_weights, standardize_inputs
-from arena.params import Choice, Float, Int, Space
+from arena.params import Bool, Choice, Float, Int, Space
 from arena.protocol import (
     AllToOne,
     AttackOutput,
@@ -23,7 +23,7 @@ from arena.protocol import (
 )
 from arena.strategy import AttackContext, Attacker
 from arena.training import OPTIMIZERS, fit
-from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, concat, poisoned_copies
+from arena.triggers import PATTERNS, POSITIONS, PatchTrigger, SqueezedTrigger, concat, poisoned_copies
 
 # The training recipe, as "On Evaluating Neural Network Backdoor Defenses" varies it (its Pitfall 1:
 # the same BadNet trained another way defeats a defense tuned on one recipe). The defaults are the
@@ -60,6 +60,20 @@ GEOMETRY_SPACE = Space(
 )
 
 PATCH_SPACE = GOAL_SPACE | RATE_SPACE | GEOMETRY_SPACE
+
+# Feature squeezing's squeezers at the strengths its own space searches (defenders/feature_squeezing.py):
+# the adaptive attacker does not know which one the defender picks, so it is robust to all of them.
+SQUEEZE_BITS = (1, 2, 3, 4, 5)
+SQUEEZE_WINDOWS = (2, 3, 5)
+
+SQUEEZE_SPACE = Space(
+    squeeze_robust=Bool(
+        False,
+        help="also teach the trigger after bit-depth reduction and median smoothing, against feature squeezing",
+        search=True,
+        keyed_at_default=False,
+    ),
+)
 
 
 def all_to_one(target: int, task: TaskSpec) -> AllToOne:
@@ -124,6 +138,21 @@ class PoisonSet:
     trigger: Trigger
     rate: float
     relabel: bool = True
+    classes: tuple[int, ...] | None = None  # drawn only from samples of these true labels
+
+
+def squeezed_poison_sets(sets: list[PoisonSet]) -> list[PoisonSet]:
+    """The squeeze-robust option's extra poison: for each backdoor-teaching set, copies whose
+    triggered image is then bit-depth reduced, and copies median-smoothed (each at a strength
+    drawn per sample), with the same goal. A backdoor that fires on its squeezed trigger gives
+    the same prediction before and after squeezing, which is what feature squeezing tests."""
+    out = []
+    for number, s in enumerate(sets):
+        if s.relabel:
+            for squeeze, levels in (("bit_depth", SQUEEZE_BITS), ("median", SQUEEZE_WINDOWS)):
+                squeezed = SqueezedTrigger(s.trigger, squeeze, levels, seed=number, name=f"{s.trigger.name}_{squeeze}")
+                out.append(PoisonSet(squeezed, s.rate, classes=s.classes))
+    return out
 
 
 class PoisoningAttacker(Attacker):
@@ -144,7 +173,10 @@ class PoisoningAttacker(Attacker):
         self.poison_sets(task)
 
     def poisoned_data(self, ctx: AttackContext) -> Split:
-        copies = [poisoned_copies(ctx.data, s.trigger, s.rate, ctx.generator, ctx.task.num_classes, s.relabel) for s in self.poison_sets(ctx.task)]
+        sets = self.poison_sets(ctx.task)
+        if self.params.get("squeeze_robust"):
+            sets += squeezed_poison_sets(sets)
+        copies = [poisoned_copies(ctx.data, s.trigger, s.rate, ctx.generator, ctx.task.num_classes, s.relabel, s.classes) for s in sets]
         return concat(ctx.data, *copies)
 
     def run(self, ctx: AttackContext) -> AttackOutput:
