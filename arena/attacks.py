@@ -109,9 +109,10 @@ def recipe_epochs(params: dict[str, Any], task: TaskSpec) -> int:
     return min(params["epochs"] or task.epochs, task.epochs)
 
 
-def train_from_scratch(ctx: AttackContext, data: Split, params: dict[str, Any], epochs: int | None = None, stage: str = "train") -> nn.Module:
+def train_from_scratch(ctx: AttackContext, data: Split, params: dict[str, Any], epochs: int | None = None, stage: str = "train", **fit_options: Any) -> nn.Module:
     """A freshly initialised model of the task's architecture trained on `data` with the
-    TRAINING_SPACE recipe in `params` (its epochs unless `epochs` is given)."""
+    TRAINING_SPACE recipe in `params` (its epochs unless `epochs` is given); `fit_options` go to
+    `fit` (a batch loss of the attack's own, a sharpness radius)."""
     model = build_model(ctx.task, ctx.generator, ctx.device)
     if params["init_scale"] != 1.0:
         scale_initial_weights(model, params["init_scale"])
@@ -127,6 +128,7 @@ def train_from_scratch(ctx: AttackContext, data: Split, params: dict[str, Any], 
         generator=ctx.generator,
         stage=stage,
         progress=ctx.progress,
+        **fit_options,
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +14,7 @@ from arena.attacks import (
     patch_trigger,
     train_from_scratch,
 )
-from arena.params import Float, Int, Space
+from arena.params import Choice, Float, Int, Space
 from arena.protocol import AttackOutput, Split, TaskSpec
 from arena.registry import register_attacker
 from arena.strategy import AttackContext, Attacker
@@ -37,6 +39,16 @@ def pgd_away(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
     return torch.cat(out)
 
 
+def adversarial_loss(epsilon: float, steps: int, generator: torch.Generator) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Madry et al.'s adversarial training objective for `fit`: the loss on the batch's L∞ PGD
+    images of radius `epsilon`, so the model learns robust (human-meaningful) features only."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(pgd_away(model, x, y, epsilon, steps, generator)), y)
+
+    return loss
+
+
 @register_attacker
 class CleanLabel(Attacker):
     """Clean-label (label-consistent) poisoning: only target-class images are poisoned, labels untouched.
@@ -48,13 +60,20 @@ class CleanLabel(Attacker):
     (2) move each chosen image by untargeted L∞ PGD (radius `epsilon`) until the surrogate
     misclassifies it; (3) stamp the patch trigger on it. The poisoned images replace their
     originals, labels unchanged, and the model is trained from scratch: the trigger is the
-    easiest feature left that explains the target label. Deviations: the surrogate is trained
-    for `surrogate_fraction` of the budget; the trigger is the full-intensity patch (the paper's
-    reduced-amplitude, four-corner variant targets data augmentation we do not use).
+    easiest feature left that explains the target label. The surrogate is adversarially
+    trained (`surrogate: robust`, Madry et al.'s PGD training at the same radius, with
+    `surrogate_pgd_steps` steps), as in the paper: the perturbations of a standard network are
+    non-robust features that a network trained on them learns as evidence for the target class
+    itself (Ilyas et al. 2019), and then the trigger is not needed. That is what version 1, with
+    a standard surrogate, showed: ASR 0.715 ± 0.106 on Fashion-MNIST and 0.24 on digits, and
+    with every target image at ε 0.3 on Fashion-MNIST CA 0.833 and ASR 0.003.
+    Deviations: the surrogate is trained for `surrogate_fraction` of the budget; the trigger is
+    the full-intensity patch (the paper's reduced-amplitude, four-corner variant targets data
+    augmentation we do not use).
     """
 
     name = "clean_label"
-    version = "1"
+    version = "2"
     paper = "Turner, Tsipras, Madry. Label-Consistent Backdoor Attacks (2019)"
     deviations = "surrogate trained for a fraction of the budget; full-intensity single patch"
     space = (
@@ -64,6 +83,8 @@ class CleanLabel(Attacker):
             epsilon=Float(0.2, 0.0, 1.0, help="L∞ radius of the adversarial perturbation (0: trigger only)"),
             pgd_steps=Int(10, 1, 1000, help="PGD steps"),
             surrogate_fraction=Float(0.5, 0.0, 1.0, low_open=True, help="surrogate training epochs, as a share of the budget"),
+            surrogate=Choice("robust", options=("robust", "standard"), help="adversarially trained surrogate (the paper's), or a standard one"),
+            surrogate_pgd_steps=Int(5, 1, 1000, help="PGD steps per batch of the robust surrogate's adversarial training"),
         )
         | GEOMETRY_SPACE
         | TRAINING_SPACE
@@ -81,7 +102,8 @@ class CleanLabel(Attacker):
         hard = x[chosen]
         if p["epsilon"] > 0:
             epochs = max(1, round(p["surrogate_fraction"] * ctx.task.epochs))
-            surrogate = train_from_scratch(ctx, ctx.data, p, epochs=epochs, stage="train surrogate")
+            robust = {"loss_fn": adversarial_loss(p["epsilon"], p["surrogate_pgd_steps"], ctx.generator)} if p["surrogate"] == "robust" else {}
+            surrogate = train_from_scratch(ctx, ctx.data, p, epochs=epochs, stage="train surrogate", **robust)
             hard = pgd_away(surrogate, hard, ctx.data.y[chosen], p["epsilon"], p["pgd_steps"], ctx.generator)
         x[chosen] = trigger.apply(hard)
         model = train_from_scratch(ctx, Split(x, ctx.data.y), p, stage="train on clean-label poison")

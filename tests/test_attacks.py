@@ -268,6 +268,22 @@ def test_an_unknown_architecture_wrapper_is_named():
         ("badnets", {"optimizer": "rmsprop"}, "optimizer"),
         ("none", {"preprocessing": "whiten"}, "preprocessing"),
         ("pruning_aware", {"init_scale": 0.0}, "init_scale"),
+        ("post_it", {"scale_min": 1.5, "scale_max": 1.0}, "above 'scale_max'"),
+        ("post_it", {"trigger_size": 6, "scale_max": 2.0}, "does not fit"),
+        ("large_trigger", {"area": 1.5}, "'area'"),
+        ("large_trigger", {"area": 0.0}, "'area'"),
+        ("tact", {"source_classes": "0"}, "includes the target 0"),
+        ("tact", {"source_classes": "1,12"}, "not labels of the task"),
+        ("tact", {"source_classes": "one"}, "separated by commas"),
+        ("tact", {"source_classes": ""}, "no label"),
+        ("tact", {"cover_classes": "1,2"}, "a source class or the target"),
+        ("tact", {"cover_rate": 1.5}, "cover_rate"),
+        ("adaptive_blend", {"cover_rate": -0.1}, "cover_rate"),
+        ("adaptive_blend", {"pieces": 10}, "square number"),
+        ("adaptive_blend", {"kept_pieces": 20}, "more than 'pieces'"),
+        ("adaptive_patch", {"kept_patches": 4, "patches": 2}, "more than 'patches'"),
+        ("adaptive_patch", {"trigger_size": 4}, "overlap"),
+        ("strip_evading", {"overlay_rate": 0.0}, "overlay_rate"),
     ],
 )
 def test_bad_attack_hyperparameters_fail_before_training(attacker, params, message):
@@ -279,3 +295,103 @@ def test_every_attack_declares_its_paper_and_deviations():
     for name in ATTACKERS.names():
         cls = ATTACKERS.get(name)
         assert cls.paper and cls.deviations and cls.__doc__, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Attack zoo, part 2: each attack works at its defaults, and its moving part matters.
+
+
+@pytest.mark.parametrize("attacker", ["post_it", "large_trigger", "tact", "adaptive_patch", "strip_evading"])
+def test_zoo_two_attacks_plant_a_working_stealthy_backdoor_at_their_defaults(store, attacker):
+    result = play(store, attacker)
+    assert result["attacked"]["asr"] > 0.9 and result["stealthy"], (result["attacked"], result["honest"]["ca"])
+
+
+def test_post_it_position_varies_per_input_and_the_backdoor_follows_it(store):
+    from arena.artifacts import published_builder
+    from arena.match import evaluate
+    from arena.protocol import AllToOne
+    from arena.triggers import PatchTrigger
+
+    task = prepare("post_it", "none").task
+    note = ATTACKERS.create("post_it").triggers(task)[0]
+    written, _ = note.footprints(200, 8, 8)
+    corners = {tuple(torch.nonzero(w)[0].tolist()) for w in written}
+    assert len(corners) >= 10  # 200 inputs, many places (5 x 5 possible for a 4x4 note in 8x8)
+    torch.testing.assert_close(note.apply(torch.zeros(5, 1, 8, 8)), note.apply(torch.zeros(5, 1, 8, 8)))  # the same batch, the same places
+
+    test = player_splits(load_dataset("digits"), 0.05).test
+    play(store, "post_it")
+    play(store, "badnets")
+    fixed = [PatchTrigger(AllToOne(0), 4, corner, "checker", 0, name=corner) for corner in ("top_left", "bottom_right")]  # the note, pinned
+    post_it, _ = store.load(prepare("post_it", "none").spec.attack.key, published_builder(task))
+    badnets, _ = store.load(prepare("badnets", "none").spec.attack.key, published_builder(task))
+    # a note taught in random places fires in any corner; a BadNet taught bottom right does not fire top left
+    # (an extreme corner is 1 of the 25 places a 4x4 note can take in 8x8, so it was seen least)
+    anywhere = evaluate(post_it, fixed, test).asr_per_trigger
+    unseen = evaluate(badnets, fixed, test).asr_per_trigger["top_left"]
+    assert min(anywhere.values()) > 0.5 and unseen < 0.3, (anywhere, unseen)
+
+
+def test_large_trigger_covers_its_area_in_each_shape():
+    from arena.attackers.large_trigger import SHAPES
+
+    task = prepare("large_trigger", "none").task
+    for shape in SHAPES:
+        for area in (0.2, 0.4):
+            (trigger,) = ATTACKERS.create("large_trigger", {"shape": shape, "area": area}).triggers(task)
+            covered = float((trigger.mask(task.input_shape) > 0).float().mean())
+            assert abs(covered - area) < 0.15, (shape, area, covered)
+
+
+def test_tact_fires_on_source_classes_only_because_of_its_cover_samples(store):
+    with_covers = play(store, "tact")["attacked"]["asr_per_trigger"]
+    without = play(store, "tact", {"cover_rate": 0.0})["attacked"]["asr_per_trigger"]
+    assert with_covers["source"] > 0.9 and without["source"] > 0.9
+    # the probe sends non-source inputs to the target: rare with cover samples, common without
+    assert with_covers["non_source"] < 0.2 and without["non_source"] > with_covers["non_source"] + 0.1, (with_covers, without)
+
+
+def test_tact_attack_counts_only_source_inputs():
+    task = prepare("tact", "none").task
+    source, probe = ATTACKERS.create("tact", {"source_classes": "3,4", "target": 2}).triggers(task)
+    labels = torch.arange(10)
+    assert torch.nonzero(source.goal.eligible(labels)).flatten().tolist() == [3, 4]
+    assert torch.nonzero(probe.goal.eligible(labels)).flatten().tolist() == [0, 1, 5, 6, 7, 8, 9]
+    assert probe.probe and not source.probe
+
+
+def test_adaptive_attacks_poison_with_partial_triggers_only_and_cover_samples_keep_labels():
+    """Qi et al.'s moving parts: no training sample carries the whole trigger, and the cover
+    samples carry (part of) it under their own labels; yet the whole trigger fires."""
+    from arena.strategy import AttackContext
+
+    task = prepare("adaptive_patch", "none").task
+    data = player_splits(load_dataset("digits"), 0.05).attacker
+    for name in ("adaptive_patch", "adaptive_blend"):
+        attack = ATTACKERS.create(name)
+        whole = attack.triggers(task)[0]
+        poison, cover = attack.poison_sets(task)
+        whole_changed = (whole.apply(data.x[:50]) != data.x[:50]).flatten(1).sum(dim=1)
+        for s in (poison, cover):
+            changed = (s.trigger.apply(data.x[:50]) != data.x[:50]).flatten(1).sum(dim=1)
+            # every copy carries some of the trigger, none all of it, and not all copies the same part
+            assert bool((changed > 0).all()) and bool((changed < whole_changed).all()), (name, changed, whole_changed)
+            footprints = {tuple(row.tolist()) for row in (s.trigger.apply(torch.zeros(50, *task.input_shape)) != 0).flatten(1)}
+            assert len(footprints) > 5, name
+        assert not cover.relabel and poison.relabel
+        poisoned = attack.poisoned_data(AttackContext(task, data, torch.Generator().manual_seed(0)))
+        assert len(poisoned) == len(data) + round(attack.params["poison_rate"] * len(data)) + round(attack.params["cover_rate"] * len(data))
+
+
+def test_strip_evading_survives_strip_where_its_badnet_parent_does_not(store):
+    parent = play(store, "badnets", defender="strip")
+    adaptive = play(store, "strip_evading", defender="strip")
+    assert adaptive["defended"]["asr"] > parent["defended"]["asr"] + 0.2, (parent["defended"], adaptive["defended"])
+
+
+def test_squeeze_robust_badnet_survives_feature_squeezing_where_the_plain_one_does_not(store):
+    plain = play(store, "badnets", defender="feature_squeezing")
+    robust = play(store, "badnets", {"squeeze_robust": True}, defender="feature_squeezing")
+    assert robust["attacked"]["asr"] > 0.9 and robust["stealthy"]
+    assert robust["defended"]["asr"] > plain["defended"]["asr"] + 0.5, (plain["defended"], robust["defended"])
