@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,7 +49,40 @@ CONFIGS: list[tuple[str, str, dict, str]] = [
     ("badnets (random target)", "badnets", {"goal": "untargeted"}, "none"),
     ("badnets vs fine_tuning", "badnets", {}, "fine_tuning"),
     ("boosted vs fine_tuning", "boosted", {}, "fine_tuning"),
+    # ---- attack zoo, part 2 (issue #14): each at its defaults against none ...
+    ("post_it", "post_it", {}, "none"),
+    ("large_trigger (band)", "large_trigger", {}, "none"),
+    ("tact", "tact", {}, "none"),
+    ("adaptive_blend", "adaptive_blend", {}, "none"),
+    ("adaptive_patch", "adaptive_patch", {}, "none"),
+    ("strip_evading", "strip_evading", {}, "none"),
+    ("badnets (squeeze_robust)", "badnets", {"squeeze_robust": True}, "none"),
+    ("wanet", "wanet", {}, "none"),
+    ("reflection", "reflection", {}, "none"),
+    ("input_aware", "input_aware", {}, "none"),
+    ("sbl", "sbl", {}, "none"),
+    ("clean_label v2 (robust surrogate)", "clean_label", {}, "none"),
+    # ... and each adaptive attack against the defense it targets, beside its non-adaptive parent there
+    ("strip_evading vs strip", "strip_evading", {}, "strip"),
+    ("badnets vs strip (zoo 2)", "badnets", {}, "strip"),
+    ("badnets (squeeze_robust) vs feature_squeezing", "badnets", {"squeeze_robust": True}, "feature_squeezing"),
+    ("badnets vs feature_squeezing", "badnets", {}, "feature_squeezing"),
+    ("sbl vs fine_tuning", "sbl", {}, "fine_tuning"),
+    ("badnets vs fine_tuning (zoo 2)", "badnets", {}, "fine_tuning"),
+    ("sbl vs fine_pruning", "sbl", {}, "fine_pruning"),
+    ("badnets vs fine_pruning", "badnets", {}, "fine_pruning"),
+    ("adaptive_patch vs neural_cleanse", "adaptive_patch", {}, "neural_cleanse"),
+    ("badnets vs neural_cleanse", "badnets", {}, "neural_cleanse"),
+    ("adaptive_blend vs neural_cleanse", "adaptive_blend", {}, "neural_cleanse"),
+    ("blended vs neural_cleanse", "blended", {}, "neural_cleanse"),
+    ("adaptive_blend vs strip", "adaptive_blend", {}, "strip"),
+    ("blended vs strip", "blended", {}, "strip"),
+    ("tact vs strip", "tact", {}, "strip"),
+    ("large_trigger (band) vs neural_cleanse", "large_trigger", {}, "neural_cleanse"),
+    ("post_it vs neural_cleanse", "post_it", {}, "neural_cleanse"),
 ]
+# the zoo-2 configurations, for `--only zoo2` (their labels, in order)
+ZOO2 = [c[0] for c in CONFIGS[CONFIGS.index(("post_it", "post_it", {}, "none")) :]]
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -56,7 +90,7 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def run(dataset: str, seeds: list[int], only: list[str] | None) -> list[dict]:
+def run(dataset: str, seeds: list[int], only: list[str] | None, skip: Sequence[str] = ()) -> list[dict]:
     from arena.match import prepare, run_match
     from arena.store import ArtifactStore
 
@@ -67,7 +101,7 @@ def run(dataset: str, seeds: list[int], only: list[str] | None) -> list[dict]:
     # seed-major: an interrupted run still has every configuration's first seed
     for seed in seeds:
         for label, attacker, params, defender in CONFIGS:
-            if only and label not in only:
+            if label in skip or only and label not in only and not ("zoo2" in only and label in ZOO2):
                 continue
             r = run_match(prepare(attacker, defender, attacker_params=params, dataset=dataset, seed=seed), store).to_json()
             r["label"] = label
@@ -109,7 +143,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--home", help="ARENA_HOME to use (reuses its attacked models)")
-    parser.add_argument("--only", nargs="+", help="configuration labels to run (see CONFIGS)")
+    parser.add_argument("--only", nargs="+", help="configuration labels to run (see CONFIGS); zoo2: every zoo-2 one")
+    parser.add_argument("--skip", nargs="+", default=[], help="configuration labels not to run")
     parser.add_argument("--table", action="store_true", help="only print the table of the stored rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to whatever else runs)")
     args = parser.parse_args()
@@ -122,7 +157,7 @@ def main() -> None:
         table(list(latest.values()))
         return
     os.environ["ARENA_HOME"] = args.home or tempfile.mkdtemp(prefix="arena-bench-")
-    table(run(args.dataset, args.seeds, args.only))
+    table(run(args.dataset, args.seeds, args.only, args.skip))
 
 
 if __name__ == "__main__":
