@@ -37,6 +37,8 @@ class FeatureSqueezing(Defender):
     squeezed version; the threshold is the (1 − `frr`) quantile of the scores of the clean split.
     Deviations: one bit depth and one median window per strategy (the paper's joint detector
     over several squeezers is a grid over this space); no model-level verdict.
+    The attack on its assumption (that a triggered input's prediction moves when squeezed):
+    the patch attacks' `squeeze_robust` option, which also teaches the squeezed trigger.
     """
 
     name = "feature_squeezing"

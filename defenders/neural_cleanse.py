@@ -147,6 +147,9 @@ class NeuralCleanse(Defender):
     calibrates to 5% false rejections). It is built on the model that is deployed (after any
     mitigation). Deviations: fewer optimisation steps than the released code (`nc_steps`);
     models without a dense hidden layer fall back to last-conv channel means for the filter.
+    Attacks on its assumptions (one small trigger, in one place, that sends every label to the
+    target): `large_trigger`, `post_it` (no fixed place), `adaptive_patch` (partial triggers and
+    cover samples), `tact` (source classes only), `all_to_all`, `multi_trigger`.
     """
 
     name = "neural_cleanse"

@@ -46,6 +46,9 @@ class Strip(Defender):
     clean inputs are rejected. Deviations: N = 20 by default (the paper uses 100) to keep
     evaluation affordable on CPU; the clean inputs used for calibration are blended with other
     images of the same split.
+    Attacks on its assumption (that a trigger overrides whatever it is blended with):
+    `strip_evading`, trained to lose confidence under superimposition; `tact`, whose trigger
+    works only on source classes; `all_to_all`, whose triggered inputs do not share one label.
     """
 
     name = "strip"
