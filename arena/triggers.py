@@ -262,21 +262,21 @@ class WarpTrigger(Trigger):
     A (2, k, k) control grid of flow vectors, uniform in [-1, 1] from `seed` and normalised by
     its mean absolute value, is upsampled bicubically to H x W, scaled by `strength` / H, added
     to the identity sampling grid and clamped to the image; the image is resampled through it
-    (bilinear grid_sample, align_corners=True). `noisy` (WaNet's "noise mode") adds to each
-    image's grid its own uniform [-1, 1] / H perturbation, drawn inside `apply` from a generator
-    seeded with `seed` after the control grid, so the same batch always gets the same warps.
+    (bilinear grid_sample, align_corners=True). With a `noise_seed` (WaNet's "noise mode") each
+    image's grid gets its own uniform [-1, 1] / H perturbation, drawn inside `apply` from a
+    generator seeded by it, so the i-th input of a batch always gets the i-th perturbation.
     """
 
     kind = "warp"
 
-    def __init__(self, goal: Goal, grid_size: int, strength: float, seed: int, noisy: bool = False, name: str = "warp", probe: bool = False) -> None:
+    def __init__(self, goal: Goal, grid_size: int, strength: float, seed: int, noise_seed: int | None = None, name: str = "warp", probe: bool = False) -> None:
         if grid_size < 2:
             raise ParamError(f"The warp's control grid must be at least 2x2, got grid_size {grid_size}.")
         self.goal = goal
         self.grid_size = grid_size
         self.strength = strength
         self.seed = seed
-        self.noisy = noisy
+        self.noise_seed = noise_seed
         self.name = name
         self.probe = probe
 
@@ -290,8 +290,8 @@ class WarpTrigger(Trigger):
         identity = torch.stack((cols, rows), dim=2).unsqueeze(0)
         # WaNet scales the flow by the image height for every axis (its images are square)
         grid = (identity + self.strength * flow / height).clamp(-1, 1).expand(n, height, width, 2)
-        if self.noisy:
-            noise = torch.rand(n, height, width, 2, generator=generator) * 2 - 1
+        if self.noise_seed is not None:
+            noise = torch.rand(n, height, width, 2, generator=torch.Generator().manual_seed(self.noise_seed)) * 2 - 1
             grid = (grid + noise / height).clamp(-1, 1)
         return grid
 
@@ -323,11 +323,11 @@ class WarpTrigger(Trigger):
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", align_corners=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**_common(self), "grid_size": self.grid_size, "strength": self.strength, "seed": self.seed, "noisy": self.noisy}
+        return {**_common(self), "grid_size": self.grid_size, "strength": self.strength, "seed": self.seed, "noise_seed": self.noise_seed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WarpTrigger:
-        return cls(goal_from_dict(d["goal"]), int(d["grid_size"]), float(d["strength"]), int(d["seed"]), bool(d["noisy"]), d["name"], _probe(d))
+        return cls(goal_from_dict(d["goal"]), int(d["grid_size"]), float(d["strength"]), int(d["seed"]), None if d["noise_seed"] is None else int(d["noise_seed"]), d["name"], _probe(d))
 
 
 def _draw_pieces(count: int, pieces: int, keep: int, seed: int) -> torch.Tensor:
@@ -528,7 +528,7 @@ class ReflectionTrigger(Trigger):
         goal: Goal,
         reflections: torch.Tensor,
         reflection_model: str = "out_of_focus",
-        alpha: float = 0.4,
+        alpha: float = 1.0,
         sigma: float = 1.0,
         ghost_offset: int = 1,
         ghost_decay: float = 0.5,
