@@ -1,16 +1,26 @@
 """Built-in attack strategies: one module each. Importing this package registers them."""
 
 from arena.attackers import (  # noqa: F401
+    adaptive_blend,
+    adaptive_patch,
     all_to_all,
     badnets,
     blended,
     boosted,
     clean_label,
     feature_space,
+    input_aware,
+    large_trigger,
     multi_trigger,
     none,
+    post_it,
     pruning_aware,
+    reflection,
+    sbl,
+    strip_evading,
+    tact,
     trigger_combination,
     trojan_nn,
     trojannet,
+    wanet,
 )

@@ -18,7 +18,10 @@ class FinePruning(Defender):
     Paper: Liu, Dolan-Gavitt, Garg, "Fine-Pruning: Defending Against Backdooring Attacks on Deep
     Neural Networks" (RAID 2018). Pruning removes the channels a backdoor can hide in; the pruned
     channels stay removed while fine-tuning repairs accuracy and overwrites backdoor behaviour in
-    the channels left. Deviations: as in `pruning` and `fine_tuning` (Adam, a step budget), and
+    the channels left. `sbl` (Pham et al., ECCV 2024) is the attack built against that fine-tuning
+    assumption: its backdoor sits in a flat region that clean fine-tuning, done in advance by the
+    attacker under EWC, hardly leaves.
+    Deviations: as in `pruning` and `fine_tuning` (Adam, a step budget), and
     the pruning stops at a 15% clean-accuracy drop rather than the paper's 4%: in our small
     networks the backdoor outlives a 4% prune, and fine-tuning wins most of the accuracy back
     (measured in benchmarks/RESULTS.md).

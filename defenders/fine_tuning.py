@@ -14,6 +14,9 @@ class FineTuning(Defender):
 
     Paper: the fine-tuning defense of Chen et al. (2017) as evaluated in Liu, Dolan-Gavitt, Garg,
     "Fine-Pruning" (RAID 2018): continue training from the given weights on held-out clean data.
+    The attack built against its assumption, that clean training makes a model forget its
+    backdoor, is `sbl` (Pham et al., ECCV 2024): a backdoor trained into a flat region and then
+    fine-tuned on clean data by the attacker itself, under EWC.
     Deviations: Adam instead of SGD; the budget is counted in optimiser steps so it means the
     same on small and large clean splits.
     """
