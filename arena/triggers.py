@@ -110,6 +110,15 @@ class PatchTrigger(Trigger):
         out[:, :, rows, cols] = torch.where(shape, self._stamp(x.shape[1]).to(x.device, x.dtype), out[:, :, rows, cols])
         return out
 
+    def printed(self, input_shape: tuple[int, int, int]) -> torch.Tensor:
+        """(C, H, W): the values the patch writes where it writes (`mask`), 0 elsewhere; on the
+        host, for triggers built out of patches (a masked trigger's pattern)."""
+        channels, height, width = input_shape
+        out = torch.zeros(input_shape)
+        rows, cols = self._box(height, width)
+        out[:, rows, cols] = self._stamp(channels) * self._shape()
+        return out
+
     def mask(self, input_shape: tuple[int, int, int]) -> torch.Tensor:
         """The trigger's footprint (H, W): 1 where the patch writes pixels (for plots and tests)."""
         _, height, width = input_shape

@@ -62,7 +62,7 @@ class AdaptivePatch(PoisoningAttacker):
             where = patch.mask(task.input_shape) > 0
             footprint[where] = 1
             pieces[where] = i
-            pattern += patch.apply(torch.zeros(1, *task.input_shape))[0]
+            pattern += patch.printed(task.input_shape)
         return footprint, pattern, pieces
 
     def triggers(self, task: TaskSpec) -> list[Trigger]:
