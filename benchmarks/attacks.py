@@ -154,7 +154,8 @@ def main() -> None:
     if args.table:
         rows = [json.loads(line) for line in (RESULTS / f"attacks-{args.dataset}.jsonl").read_text().splitlines()]
         latest = {(r["label"], r["seed"]): r for r in rows}  # a rerun's row replaces the earlier one
-        table(list(latest.values()))
+        wanted = [r for r in latest.values() if not args.only or r["label"] in args.only or ("zoo2" in args.only and r["label"] in ZOO2)]
+        table(wanted)
         return
     os.environ["ARENA_HOME"] = args.home or tempfile.mkdtemp(prefix="arena-bench-")
     table(run(args.dataset, args.seeds, args.only, args.skip))
