@@ -18,5 +18,5 @@ out=benchmarks/results/zoo2-digits.txt
     reflection 'reflection:{"poison_rate":1.0}' input_aware 'input_aware:{"_seed":1}' \
     sbl 'sbl:{"_defender":"fine_tuning"}' 'badnets:{"_defender":"fine_tuning"}' 'sbl:{"_defender":"fine_pruning"}' 'badnets:{"_defender":"fine_pruning"}' \
     clean_label 'clean_label:{"_seed":1}' 'clean_label:{"surrogate":"standard"}' 'clean_label:{"poison_rate":1.0}' 'clean_label:{"epsilon":0.1}' 'clean_label:{"epsilon":0.3}' \
-    trojan_nn 'trojan_nn:{"_seed":1}' 'trojan_nn:{"trigger_min_side":1}' 'trojan_nn:{"trigger_min_side":1,"trigger_area":0.14}' 'trojan_nn:{"trigger_min_side":1,"trigger_area":0.14,"_seed":1}'
+    trojan_nn 'trojan_nn:{"_seed":1}' 'trojan_nn:{"trigger_area":0.25}' 'trojan_nn:{"trigger_area":0.25,"_seed":1}'
 } | tee "$out"
