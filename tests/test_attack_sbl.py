@@ -42,9 +42,8 @@ def test_sbl_plants_a_working_stealthy_backdoor(store):
 def test_a_flat_backdoor_outlives_fine_tuning_that_strips_badnets(splits):
     """The paper's claim, on digits: the same fine-tuning (3 defender draws per model) removes
     most of a BadNets backdoor and less of SBL's. The gain comes from the flatness of task 1
-    and needs a SAM radius of 0.5: at the paper's 0.05 the two are indistinguishable on digits
-    (mean ASR after this fine-tuning over attack seeds 0-7: BadNets 0.42, SBL 0.46, SBL at
-    rho 0.5 0.63, higher on 7 of the 8 seeds)."""
+    and needs a SAM radius of 0.5 (the top of its declared search range): at the paper's 0.05
+    the two were not told apart on digits."""
     task = prepare("badnets", "none").task
 
     def survival(attacker, params, seed):
