@@ -65,9 +65,9 @@ class CleanLabel(Attacker):
     `surrogate_pgd_steps` steps), as in the paper: the perturbations of a standard network are
     non-robust features that a network trained on them learns as evidence for the target class
     itself (Ilyas et al. 2019), and then the trigger is not needed. Version 1, with a standard
-    surrogate, reached ASR 0.715 ± 0.106 on Fashion-MNIST (3 seeds) and 0.24 on digits. The
+    surrogate, reached ASR 0.715 ± 0.106 on Fashion-MNIST (3 seeds) and 0.265 on digits. The
     robust surrogate does not close the gap here: Fashion-MNIST seeds 0 and 1 give 0.727 and
-    0.616 (version 1: 0.594 and 0.787), digits seeds 0 and 1 give 0.466 and 0.157 (rows
+    0.616 (version 1: 0.594 and 0.787), digits seeds 0 and 1 give 0.466 and 0.157 (the rows
     "clean_label v2 (robust surrogate)" of benchmarks/results/attacks-fashion_mnist.jsonl and
     benchmarks/results/zoo2-digits.txt), against the paper's near-100% on CIFAR-10.
     Deviations: the surrogate is trained for `surrogate_fraction` of the budget; the trigger is
