@@ -61,6 +61,13 @@ GEOMETRY_SPACE = Space(
 
 PATCH_SPACE = GOAL_SPACE | RATE_SPACE | GEOMETRY_SPACE
 
+# Qi et al.'s (ICLR 2023) low poison rate with conservatism: triggered "cover" copies that keep their labels.
+# 2% each, not the paper's 0.3%: on digits 0.3% is four images, which teach no backdoor.
+COVER_SPACE = Space(
+    poison_rate=Float(0.02, 0.0, 1.0, low_open=True, help="poisoned copies relabelled to the target, as a fraction of the data", search=(0.003, 0.05)),
+    cover_rate=Float(0.02, 0.0, 1.0, help="triggered copies keeping their labels, as a fraction of the data", search=(0.0, 0.05)),
+)
+
 # Feature squeezing's squeezers at the strengths its own space searches (defenders/feature_squeezing.py):
 # the adaptive attacker does not know which one the defender picks, so it is robust to all of them.
 SQUEEZE_BITS = (1, 2, 3, 4, 5)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from arena.attacks import GOAL_SPACE, TRAINING_SPACE, PoisoningAttacker, PoisonSet, goal_from_params
+from arena.attacks import COVER_SPACE, GOAL_SPACE, TRAINING_SPACE, PoisoningAttacker, PoisonSet, goal_from_params
 from arena.errors import ParamError
 from arena.params import Float, Int, Space
 from arena.protocol import TaskSpec, Trigger
@@ -34,9 +34,8 @@ class AdaptiveBlend(PoisoningAttacker):
     deviations = "uniform-noise key pattern instead of a picture; poison and cover rates 2% (paper 0.3%)"
     space = (
         GOAL_SPACE
+        | COVER_SPACE
         | Space(
-            poison_rate=Float(0.02, 0.0, 1.0, low_open=True, help="poisoned copies relabelled to the target, as a fraction of the data", search=(0.003, 0.05)),
-            cover_rate=Float(0.02, 0.0, 1.0, help="triggered copies keeping their labels, as a fraction of the data", search=(0.0, 0.05)),
             pieces=Int(16, 1, 4096, help="pieces the trigger is cut into (a square number: a k x k grid)"),
             kept_pieces=Int(8, 1, 4096, help="pieces each poisoned or cover sample carries", search=(4, 12)),
             alpha=Float(0.15, 0.0, 1.0, low_open=True, help="blend weight of the trigger in training", search=(0.1, 0.3)),

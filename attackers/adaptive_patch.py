@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from arena.attacks import GOAL_SPACE, SQUEEZE_SPACE, TRAINING_SPACE, PoisoningAttacker, PoisonSet, goal_from_params
+from arena.attacks import COVER_SPACE, GOAL_SPACE, SQUEEZE_SPACE, TRAINING_SPACE, PoisoningAttacker, PoisonSet, goal_from_params
 from arena.errors import ParamError
 from arena.params import Float, Int, Space
 from arena.protocol import TaskSpec, Trigger
@@ -32,9 +32,8 @@ class AdaptivePatch(PoisoningAttacker):
     deviations = "grey-scale squares in the corners instead of small pictures; poison and cover rates 2% (paper 0.3%)"
     space = (
         GOAL_SPACE
+        | COVER_SPACE
         | Space(
-            poison_rate=Float(0.02, 0.0, 1.0, low_open=True, help="poisoned copies relabelled to the target, as a fraction of the data", search=(0.003, 0.05)),
-            cover_rate=Float(0.02, 0.0, 1.0, help="triggered copies keeping their labels, as a fraction of the data", search=(0.0, 0.05)),
             patches=Int(4, 1, len(POSITIONS), help="patches in the trigger, one per corner"),
             kept_patches=Int(2, 1, len(POSITIONS), help="patches each poisoned or cover sample carries", search=(1, 3)),
             trigger_size=Int(3, 1, 4096, help="side of each patch, in pixels", search=(2, 5)),

@@ -123,21 +123,7 @@ class SequentialBackdoorLearning(Attacker):
         task1_epochs = max(1, round(p["task1_share"] * epochs))
         task2_epochs = max(1, round((epochs - task1_epochs) * task1_batches / math.ceil(len(clean) / p["batch_size"])))
 
-        # a freshly initialised model with the recipe's initialisation and input standardisation
-        # (no epochs): task 1 needs `fit`'s SAM, which train_from_scratch does not pass on
-        model = train_from_scratch(ctx, poisoned, p, epochs=0, stage="initialise")
-        fit(
-            model,
-            poisoned,
-            epochs=task1_epochs,
-            lr=p["lr"],
-            batch_size=p["batch_size"],
-            optimizer=p["optimizer"],
-            generator=ctx.generator,
-            sharpness_radius=p["sharpness_radius"],
-            stage="task 1: poisoned",
-            progress=ctx.progress,
-        )
+        model = train_from_scratch(ctx, poisoned, p, epochs=task1_epochs, stage="task 1: poisoned", sharpness_radius=p["sharpness_radius"])
 
         anchor = [w.detach().clone() for w in model.parameters() if w.requires_grad]
         # a random share of task 1's data: the per-sample gradients cost a backward pass each
