@@ -47,7 +47,9 @@ class LargeTrigger(PoisoningAttacker):
     sunglasses), `frame` (the border), or `motif` (a centred square printed with a fixed random
     black-and-white pattern drawn from `pattern_seed`). Deviations: geometric shapes stand in
     for the paper's sunglasses and lipstick (our data are garments and digits); band and frame
-    are white; the trigger's place is fixed (the paper's lipstick moves with the face).
+    are white; the trigger's place is fixed (the paper's lipstick moves with the face). A frame
+    is at least one pixel wide, so on small images it covers more than a small `area` asks
+    (on 8x8 digits at least 44%).
     """
 
     name = "large_trigger"

@@ -334,9 +334,12 @@ def test_post_it_position_varies_per_input_and_the_backdoor_follows_it(store):
 
 
 def test_large_trigger_covers_its_area_in_each_shape():
+    import dataclasses
+
     from arena.attackers.large_trigger import SHAPES
 
-    task = prepare("large_trigger", "none").task
+    # 28x28 images (Fashion-MNIST's): on 8x8 digits the thinnest frame already covers 44%
+    task = dataclasses.replace(prepare("large_trigger", "none").task, input_shape=(1, 28, 28))
     for shape in SHAPES:
         for area in (0.2, 0.4):
             (trigger,) = ATTACKERS.create("large_trigger", {"shape": shape, "area": area}).triggers(task)
