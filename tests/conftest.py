@@ -31,6 +31,22 @@ def shared_home(tmp_path_factory):
     return tmp_path_factory.mktemp("shared-arena-home")
 
 
+@pytest.fixture(scope="session")
+def store(shared_home):
+    """The artifact store in `shared_home`."""
+    from arena.store import ArtifactStore
+
+    return ArtifactStore(shared_home)
+
+
+@pytest.fixture(scope="session")
+def splits():
+    """The players' splits of digits at the default 5% clean budget."""
+    from arena.data import load_dataset, player_splits
+
+    return player_splits(load_dataset("digits"), 0.05)
+
+
 @contextlib.contextmanager
 def ray_with_plugins(home: Path, registries: tuple[Any, ...]) -> Iterator[Path]:
     """Ray started once for a test module, its workers seeing the fixture plugins and `home` as

@@ -1,14 +1,7 @@
 """Claims that compare a defense with its baseline on digits, each against the same attacked model."""
 
-import pytest
 
 from arena.match import prepare, run_match
-from arena.store import ArtifactStore
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
 
 
 def test_fine_pruning_removes_more_of_a_badnets_backdoor_than_fine_tuning(store):

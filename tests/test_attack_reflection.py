@@ -10,19 +10,8 @@ from arena.errors import ParamError
 from arena.match import prepare, run_match
 from arena.protocol import AllToOne
 from arena.registry import ATTACKERS
-from arena.store import ArtifactStore
 from arena.training import predict
 from arena.triggers import ReflectionTrigger, trigger_from_dict
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return player_splits(load_dataset("digits"), 0.05)
 
 
 def play(store, attacker, params=None, seed=0):

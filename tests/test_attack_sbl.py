@@ -5,26 +5,14 @@ is what keeps the backdoor through clean training, and bad inputs are refused be
 import pytest
 import torch
 
-from arena.data import load_dataset, player_splits
 from arena.errors import ParamError
 from arena.match import prepare, run_match
 from arena.registry import ATTACKERS, DEFENDERS
-from arena.store import ArtifactStore
 from arena.training import predict
 
 # A fine-tuning strong enough to strip most of a BadNets backdoor on digits: at the defaults
 # (lr 1e-3) it leaves BadNets' ASR above 0.9; at 5e-3 it is about 0.4 (clean accuracy pays too).
 STRONG_FINE_TUNING = {"lr": 5e-3}
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return player_splits(load_dataset("digits"), 0.05)
 
 
 def _asr(model, trigger, test):

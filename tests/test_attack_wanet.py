@@ -9,18 +9,12 @@ from arena.errors import ParamError
 from arena.match import prepare, run_match
 from arena.protocol import AllToOne
 from arena.registry import ATTACKERS
-from arena.store import ArtifactStore
 from arena.triggers import PatchTrigger, WarpTrigger, trigger_from_dict
 
 # The paper's defaults (k = 4, s = 0.5, rho_a = 0.1, cross ratio 2) plant no backdoor in 8x8 digits
 # (ASR 0.11, with noise mode on: the noisy warps the network must ignore move pixels as far as the
 # warp does); three times the poison and twice the strength do (ASR 0.96).
 DIGITS = {"strength": 1.0, "poison_rate": 0.3}
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
 
 
 def play(store, params):

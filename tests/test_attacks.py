@@ -9,12 +9,6 @@ from arena.errors import ParamError, StrategyError, UnknownNameError
 from arena.match import prepare, run_match
 from arena.models import build_model
 from arena.registry import ATTACKERS
-from arena.store import ArtifactStore
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
 
 
 def play(store, attacker, params=None, defender="none", seed=0):

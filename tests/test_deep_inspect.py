@@ -9,16 +9,10 @@ from arena import outliers
 from arena.errors import ParamError, UnknownNameError
 from arena.inversion import inversion_prior
 from arena.match import prepare, run_match
-from arena.store import ArtifactStore
 
 # The same 10% clean budget as the Neural Cleanse tests, so the attacked models are shared. Only
 # the patching uses the clean split; detection runs on model-inverted samples.
 BUDGET = 0.1
-
-
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
 
 
 def test_deep_inspect_flags_the_backdoor_target_and_patches_it(store):

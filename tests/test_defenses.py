@@ -19,11 +19,6 @@ from arena.training import predict
 NC = {}
 
 
-@pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
-
-
 def test_neural_cleanse_flags_the_backdoor_target_and_unlearns_it(store):
     result = run_match(prepare("badnets", "neural_cleanse", defender_params=NC, clean_budget=0.1), store).to_json()
     verdict = result["defended"]["verdict"]

@@ -11,11 +11,6 @@ from arena.store import ArtifactStore
 
 
 @pytest.fixture(scope="module")
-def store(shared_home):
-    return ArtifactStore(shared_home)
-
-
-@pytest.fixture(scope="module")
 def headline(store):
     return run_match(prepare("pruning_aware", "fine_pruning"), store).to_json()
 
