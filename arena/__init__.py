@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers see the names; at run time they load on first use
-    from arena.capabilities import HasHiddenLayer, Prunable
+    from arena.capabilities import BatchNormalized, HasFeatureLayers, HasHiddenLayer, Prunable
     from arena.contract import AttackerContract, DefenderContract
     from arena.data import Dataset, DatasetSource, register_dataset
     from arena.models import Architecture, build_model, register_architecture
@@ -32,7 +32,7 @@ _EXPORTS = {
     "arena.registry": ("register_attacker", "register_defender"),
     "arena.squeezers": ("reduce_bit_depth", "median_smooth"),
     "arena.contract": ("AttackerContract", "DefenderContract"),
-    "arena.capabilities": ("Prunable", "HasHiddenLayer"),
+    "arena.capabilities": ("Prunable", "HasHiddenLayer", "HasFeatureLayers", "BatchNormalized"),
     "arena.triggers": ("register_trigger", "poison"),
     "arena.models": ("Architecture", "register_architecture", "build_model"),
     "arena.data": ("Dataset", "DatasetSource", "register_dataset"),
@@ -46,6 +46,7 @@ __all__ = [
     "AttackOutput",
     "Attacker",
     "AttackerContract",
+    "BatchNormalized",
     "Bool",
     "Choice",
     "Dataset",
@@ -55,6 +56,7 @@ __all__ = [
     "DefenseContext",
     "DefenseOutcome",
     "Float",
+    "HasFeatureLayers",
     "HasHiddenLayer",
     "InputFilter",
     "Int",

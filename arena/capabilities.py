@@ -39,6 +39,27 @@ class HasHiddenLayer(Protocol):
     def hidden_activations(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class HasFeatureLayers(Protocol):
+    """A model that names the layers whose outputs are its feature maps, shallow to deep (both
+    registered architectures). A defense reads a feature map with a forward hook on the layer,
+    and replaces it by returning a tensor from the hook (NAD's attention, ABS's stimulation,
+    BTI-DBF's feature mask)."""
+
+    def feature_layers(self) -> list[nn.Module]: ...
+
+
+@runtime_checkable
+class BatchNormalized(Protocol):
+    """A model with batch normalisation (arena.models.PreActResNet): its BN layers, and the conv
+    layers whose output channels a BN layer normalises one for one (ANP perturbs and prunes BN
+    neurons; CLP bounds each channel's Lipschitz constant through its conv and BN)."""
+
+    def batch_norms(self) -> list[nn.BatchNorm2d]: ...
+
+    def conv_batch_norms(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]: ...
+
+
 def protocol_members(capability: type) -> set[str]:
     """The attributes and methods a capability protocol declares (its own, not Protocol's)."""
     return {name for name in vars(capability) if not name.startswith("_")} | set(getattr(capability, "__annotations__", {}))

@@ -105,6 +105,99 @@ class BadNetsCNN(nn.Module):
         return self.fc2(self.hidden_activations(x))
 
 
+    def feature_layers(self) -> list[nn.Module]:
+        """The layers whose outputs are the model's feature maps, shallow to deep (HasFeatureLayers):
+        the first conv layer (its pre-ReLU output: the ReLU is functional) and the last conv
+        layer's channel mask (post-ReLU, post-mask activations)."""
+        return [self.conv1, self.mask]
+
+
+class PreActBlock(nn.Module):
+    """He et al.'s pre-activation residual block: BN-ReLU-conv, BN-ReLU-conv, plus the input
+    (through a strided 1x1 conv where the shape changes)."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inputs)
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(outputs)
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, padding=1, bias=False)
+        self.shortcut = nn.Conv2d(inputs, outputs, 1, stride=stride, bias=False) if stride != 1 or inputs != outputs else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)  # as in the paper's code, the projection sees the activated input
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    """A small pre-activation ResNet (He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual
+    Networks", ECCV 2016), sized for 28x28 images on 2 CPU cores, with batch normalisation.
+
+    A 3x3 stem conv, three stages of one pre-activation block each (widths 16, 32, 64; each
+    halves the resolution: 28x28 becomes 14, 7 and 4, so the costliest stage works on 14x14 and
+    an epoch of Fashion-MNIST costs about what BadNetsCNN's does), the final BN-ReLU, then a 3x3 conv head with bias, its ReLU and
+    channel mask, global average pooling and the linear classifier. PreAct-ResNet-18 (BackdoorBench's
+    network) has four stages of two blocks from 64 channels: about 11M parameters against this
+    one's 0.1M, out of reach of the 2-core budget. The conv head is ours: it is the last conv
+    layer whose channels the pruning mechanisms (arena.pruning) and the pruning-based attacks act
+    on, as in BadNetsCNN, so those strategies stay applicable; the blocks below it carry the
+    batch normalisation that ANP and CLP need (`batch_norms`, `conv_batch_norms`).
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+        super().__init__()
+        channels = input_shape[0]
+        self.input_norm: InputNorm | None = None
+        self.register_load_state_dict_pre_hook(_adopt_input_norm)
+        self.stem = nn.Conv2d(channels, widths[0], 3, padding=1, bias=False)
+        self.block1 = PreActBlock(widths[0], widths[0], 2)
+        self.block2 = PreActBlock(widths[0], widths[1], 2)
+        self.block3 = PreActBlock(widths[1], widths[2], 2)
+        self.bn_final = nn.BatchNorm2d(widths[2])
+        self.head = nn.Conv2d(widths[2], widths[2], 3, padding=1)
+        self.mask = ChannelMask(widths[2])
+        self.fc = nn.Linear(widths[2], num_classes)
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.head
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        return torch.relu(self.bn_final(self.block3(self.block2(self.block1(self.stem(x))))))
+
+    def last_conv_preactivations(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-ReLU outputs of the conv head: (N, C, H, W)."""
+        return self.head(self._trunk(x))
+
+    def last_conv_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Post-ReLU, post-mask activations of the conv head: (N, C, H, W)."""
+        return self.mask(torch.relu(self.last_conv_preactivations(x)))
+
+    def feature_layers(self) -> list[nn.Module]:
+        """The outputs of the three residual stages (before their next BN-ReLU) and the conv
+        head's masked activations, shallow to deep (HasFeatureLayers)."""
+        return [self.block1, self.block2, self.block3, self.mask]
+
+    def batch_norms(self) -> list[nn.BatchNorm2d]:
+        """Every batch-normalisation layer, input to output (BatchNormalized)."""
+        return [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def conv_batch_norms(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The conv layers whose output a BN layer normalises channel for channel, with that BN
+        (BatchNormalized): the stem with the first block's bn1, and each block's conv1 with its
+        bn2. A block's conv2 is left out: its output is summed with the shortcut before the next
+        BN, so no BN channel is its channel alone."""
+        return [(self.stem, self.block1.bn1)] + [(b.conv1, b.bn2) for b in (self.block1, self.block2, self.block3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.last_conv_activations(x).mean(dim=(2, 3)))
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A registered architecture (`build`: a fresh model for a task) or a wrapper an attack may put
@@ -141,6 +234,13 @@ def _badnets_cnn(task: TaskSpec) -> nn.Module:
 
 
 register_architecture(Architecture("badnets_cnn", build=_badnets_cnn))
+
+
+def _preact_resnet(task: TaskSpec) -> nn.Module:
+    return PreActResNet(task.input_shape, task.num_classes)
+
+
+register_architecture(Architecture("preact_resnet", build=_preact_resnet))
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> None:
