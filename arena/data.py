@@ -49,13 +49,18 @@ class PlayerSplits:
         return PlayerSplits(self.attacker.to(device), self.clean.to(device), self.test.to(device))
 
 
+def clean_count(dataset: Dataset, clean_budget: float) -> int:
+    """How many clean samples the defender's split holds at `clean_budget` (player_splits' count)."""
+    return max(1, round(clean_budget * len(dataset.train)))
+
+
 def player_splits(dataset: Dataset, clean_budget: float) -> PlayerSplits:
     """Divide the official training split by the fixed SPLIT_SEED; a larger budget extends a smaller one."""
     if not 0.0 < clean_budget <= 0.5:
         raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
     n = len(dataset.train)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    k = max(1, round(clean_budget * n))
+    k = clean_count(dataset, clean_budget)
     return PlayerSplits(dataset.train.subset(order[k:]), dataset.train.subset(order[:k]), dataset.test)
 
 

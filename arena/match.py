@@ -32,7 +32,7 @@ from arena.artifacts import (
     published_builder,
 )
 from arena.capabilities import not_applicable_reason
-from arena.data import load_dataset, player_splits
+from arena.data import clean_count, load_dataset, player_splits
 from arena.device import CPU, Compute, store_key, using
 from arena.errors import ArtifactIntegrityError, ParamError
 from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
@@ -148,8 +148,11 @@ def prepare(
     clean_budget: float = DEFAULT_CLEAN_BUDGET,
     epochs: int | None = None,
     architecture: str = DEFAULT_ARCHITECTURE,
+    require_applicable: bool = False,
 ) -> Prepared:
-    """Resolve names and validate every parameter before any training starts."""
+    """Resolve names and validate every parameter before any training starts. With
+    `require_applicable`, a defender that cannot act on the attacker's published architecture is
+    an error (`arena match`); without, the match is an n/a cell, as in a suite."""
     attacker_cls = ATTACKERS.get(attacker)
     defender_cls = DEFENDERS.get(defender)
     a = attacker_cls(**(attacker_params or {}))
@@ -161,6 +164,16 @@ def prepare(
     d.check(task)
     if not 0.0 < clean_budget <= 0.5:
         raise ParamError(f"clean budget {clean_budget!r} must be a fraction in (0, 0.5] of the training split.")
+    data = load_dataset(dataset)
+    if (clean := clean_count(data, clean_budget)) < d.min_clean:  # said before any training, not after it
+        raise ParamError(
+            f"defender {defender!r} needs at least {d.min_clean} clean samples, but a clean budget of {clean_budget:g} gives {clean} of the "
+            f"{len(data.train)} training samples of {dataset!r}; raise the clean budget to at least {d.min_clean / len(data.train):.4f}."
+        )
+    if require_applicable:
+        published = build_model(dataclasses.replace(task, architecture=a.published_architecture(task)))
+        if (reason := not_applicable_reason(d, published)) is not None:
+            raise ParamError(f"{reason}: this pair is not applicable on the architecture {architecture!r} (in a suite it is an n/a cell); choose an architecture that has it.")
     attack = AttackSpec(StrategySpec.of(attacker, a.version, a.spec_params), dataset, architecture, task.epochs, clean_budget, seed)
     return Prepared(MatchSpec(attack, StrategySpec.of(defender, d.version, d.spec_params)), task, a, d)
 

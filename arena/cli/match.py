@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="match seed (default 0)")
     p.add_argument("--clean-budget", type=float, default=0.05, help="defender's clean share of the training split (default 0.05)")
     p.add_argument("--epochs", type=int, default=None, help="attacker training budget in epochs (default: the dataset's)")
+    p.add_argument("--architecture", default="badnets_cnn", help="the task's architecture: badnets_cnn (default) or preact_resnet (a small pre-activation ResNet with batch normalisation)")
     p.add_argument("--set", action="append", default=[], metavar="ROLE.NAME=VALUE", help="hyperparameter override, e.g. attacker.target=3")
     p.add_argument("--stealth-tolerance", type=float, default=0.03, help="allowed CA drop below honest (default 0.03)")
     add_compute_options(p)
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         clean_budget=args.clean_budget,
         epochs=args.epochs,
+        architecture=args.architecture,
+        require_applicable=True,
     )
     store = ArtifactStore()
     # strategies (plugins included) may print; stdout belongs to the result alone
