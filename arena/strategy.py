@@ -189,6 +189,7 @@ class Defender(Strategy):
 
     kind: ClassVar[str] = "defender"
     min_clean: ClassVar[int] = 0  # the fewest clean samples the defense can work with
+    data_free: ClassVar[bool] = False  # uses no clean data: `run` is given an empty clean split (so "clean samples used" is 0 by construction)
 
     @final
     def defend(
@@ -212,7 +213,8 @@ class Defender(Strategy):
         self.check_task(task)
         # Private copies: whatever the hook does to them, the caller's model and data are untouched.
         given = copy.deepcopy(model).eval()
-        out = self.run(given, DefenseContext(task, Split(clean.x.clone(), clean.y.clone()), generator, progress))
+        own = Split(clean.x[:0].clone(), clean.y[:0].clone()) if self.data_free else Split(clean.x.clone(), clean.y.clone())
+        out = self.run(given, DefenseContext(task, own, generator, progress))
         if not isinstance(out, DefenseOutcome):
             raise StrategyError(f"{who} returned {type(out).__name__}, not a DefenseOutcome.")
         if out.model is not None:
