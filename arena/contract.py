@@ -98,11 +98,25 @@ class _FenceDatasets:
         data_module._fence = self.previous
 
 
-def _tiny() -> tuple[Any, Any]:
+def _tiny(architecture: str = "badnets_cnn") -> tuple[Any, Any]:
     from arena.data import load_dataset, player_splits
     from arena.match import task_for
 
-    return task_for("digits", "badnets_cnn", CHECK_EPOCHS), player_splits(load_dataset("digits"), 0.05)
+    return task_for("digits", architecture, CHECK_EPOCHS), player_splits(load_dataset("digits"), 0.05)
+
+
+def _architecture_for(defender: Defender) -> str:
+    """The first registered architecture the defender can act on (badnets_cnn first, the default),
+    so a defense that needs batch normalisation is checked on a model that has it."""
+    from arena.capabilities import not_applicable_reason
+    from arena.models import ARCHITECTURES, build_model
+
+    names = sorted((a.name for a in ARCHITECTURES.all_entries().values() if a is not None and a.build is not None), key=lambda n: n != "badnets_cnn")
+    for name in names:
+        task, _ = _tiny(name)
+        if not_applicable_reason(defender, build_model(task)) is None:
+            return name
+    return "badnets_cnn"  # none fits: the run then says what the defender lacks
 
 
 def _metadata_checks(cls: Any, registry: Registry) -> list[Check]:
@@ -187,7 +201,7 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     checks = _metadata_checks(cls, DEFENDERS)
     if not all(c.ok for c in checks):
         return checks
-    task, splits = _tiny()
+    task, splits = _tiny(_architecture_for(cls()))
     victim = ATTACKERS.get("badnets")().attack(task, splits.attacker, torch.Generator().manual_seed(3)).model
     before = {k: v.clone() for k, v in victim.state_dict().items()}
     clean_before = splits.clean.x.clone()

@@ -33,6 +33,7 @@ def fit(
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     extra_params: Sequence[nn.Parameter] = (),
     sharpness_radius: float = 0.0,
+    sharpness_adaptive: bool = False,
 ) -> nn.Module:
     """Minibatch training of `model` on `data` in place; data stays in tensors (no DataLoader).
 
@@ -43,6 +44,9 @@ def fit(
     sharpness-aware one (Foret et al., "Sharpness-Aware Minimization", ICLR 2021): the gradient is
     taken again at the weights moved by ρ along the normalised gradient, and applied at the
     original weights, which seeks minima whose whole ρ-neighbourhood has low loss.
+    `sharpness_adaptive` makes it adaptive SAM (Kwon et al., "ASAM", ICML 2021; FT-SAM's
+    perturbation): each weight moves in proportion to its own magnitude, ε = ρ·w²·g / ‖|w|·g‖,
+    so the ρ-neighbourhood is measured relative to the weights' scale.
     """
     params = [p for p in model.parameters() if p.requires_grad] + [p for p in extra_params if p.requires_grad]
     # on a GPU the step is one fused kernel (its own numerics, recorded as the GPU's); CPU keeps its loop
@@ -70,7 +74,7 @@ def fit(
             xb, yb = x[idx], data.y[idx]
             batch_loss(model, xb, yb).backward()
             if sharpness_radius > 0:
-                _ascend_to_sharpest(params, sharpness_radius, functools.partial(batch_loss, model, xb, yb))
+                _ascend_to_sharpest(params, sharpness_radius, functools.partial(batch_loss, model, xb, yb), adaptive=sharpness_adaptive)
             opt.step()
             if after_step is not None:
                 after_step(model)
@@ -83,13 +87,15 @@ def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return F.cross_entropy(model(x), y)
 
 
-def _ascend_to_sharpest(params: list[nn.Parameter], radius: float, loss: Callable[[], torch.Tensor]) -> None:
+def _ascend_to_sharpest(params: list[nn.Parameter], radius: float, loss: Callable[[], torch.Tensor], adaptive: bool = False) -> None:
     """SAM's inner step: with the batch gradient in `.grad`, move the weights by `radius` along it
-    (normalised over all of them), replace `.grad` by the gradient there, and move them back."""
+    (normalised over all of them), replace `.grad` by the gradient there, and move them back.
+    Adaptive (ASAM): the gradient is scaled elementwise by |w| before the norm and by w² in the move."""
     with torch.no_grad():
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        moves = [g * (radius / (norm + 1e-12)) for g in grads]
+        scaled = [g * p.abs() for g, p in zip(grads, params)] if adaptive else grads
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in scaled]))
+        moves = [g * p.pow(2) * (radius / (norm + 1e-12)) for g, p in zip(grads, params)] if adaptive else [g * (radius / (norm + 1e-12)) for g in grads]
         for p, e in zip(params, moves):
             p.add_(e)
     for p in params:

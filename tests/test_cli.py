@@ -54,6 +54,9 @@ def test_set_overrides_reach_the_strategy(arena_home, capsys):
         (["match", "--attacker", "badnets", "--defender", "none", "--set", "attacker.target=x"], 2, "integer"),
         (["match", "--attacker", "badnets", "--defender", "none", "--set", "target=1"], 2, "attacker.NAME=VALUE"),
         (["match", "--attacker", "badnets", "--defender", "none", "--clean-budget", "0"], 2, "clean budget"),
+        (["match", "--attacker", "badnets", "--defender", "fine_pruning", "--clean-budget", "0.005"], 2, "needs at least 10 clean samples"),
+        (["match", "--attacker", "badnets", "--defender", "anp"], 2, "needs a model that is BatchNormalized"),
+        (["match", "--attacker", "badnets", "--defender", "none", "--architecture", "resnet"], 2, "Known architectures: badnets_cnn, preact_resnet"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_a_nonzero_exit(arena_home, capsys, argv, code, message):

@@ -1,6 +1,7 @@
 """End to end on `digits`: the backdoor works, the defense lowers it, the store reuses and verifies."""
 
 import pytest
+import torch
 
 from arena.artifacts import obtain_attacked
 from arena.attacks import patch_trigger
@@ -101,10 +102,18 @@ def test_bad_parameters_fail_before_any_training(kwargs, message):
         prepare("badnets", "fine_pruning", **kwargs)
 
 
-def test_defender_with_too_small_a_clean_budget_says_the_minimum(tmp_path):
-    prepared = prepare("none", "fine_pruning", clean_budget=0.005, epochs=1)  # 6 samples
-    with pytest.raises(ParamError, match="at least 10 clean samples"):
-        run_match(prepared, ArtifactStore(tmp_path))
+def test_defender_with_too_small_a_clean_budget_says_the_minimum_before_training(tmp_path):
+    with pytest.raises(ParamError, match=r"at least 10 clean samples, but a clean budget of 0.005 gives 6 .* at least 0\.0079"):
+        prepare("none", "fine_pruning", clean_budget=0.005, epochs=1)  # 6 samples
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or stored
+
+
+def test_a_defender_that_cannot_act_on_the_architecture_is_an_error_in_a_match_and_na_in_a_suite(store):
+    """`arena match` asks for an applicable pair; the Python API (a suite's planner) plays it as an n/a cell."""
+    with pytest.raises(ParamError, match=r"needs a model that is BatchNormalized.* not applicable on the architecture 'badnets_cnn'"):
+        prepare("badnets", "anp", require_applicable=True)
+    result = run_match(prepare("badnets", "anp"), store).to_json()
+    assert "BatchNormalized" in result["defended"]["not_applicable"] and result["defended"]["asr"] == result["attacked"]["asr"]
 
 
 def test_a_manifest_without_its_attack_record_is_refused(tmp_path):
@@ -119,3 +128,26 @@ def test_a_manifest_without_its_attack_record_is_refused(tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactIntegrityError, match="lacks a valid attack record"):
         run_match(prepared, store)
+
+
+def test_a_data_free_defender_is_handed_no_clean_data(splits):
+    """`data_free` is enforced, not taken on trust: the hook sees an empty clean split."""
+    from arena.models import build_model
+    from arena.protocol import DefenseOutcome
+    from arena.strategy import Defender
+
+    seen = []
+
+    class Spy(Defender):
+        name, version, paper = "spy", "1", "test"
+
+        def run(self, model, ctx):
+            seen.append(len(ctx.clean))
+            return DefenseOutcome()
+
+    task = prepare("none", "none").task
+    model = build_model(task, torch.Generator().manual_seed(0))
+    Spy().defend(model, task, splits.clean, torch.Generator().manual_seed(0))
+    Spy.data_free = True
+    Spy().defend(model, task, splits.clean, torch.Generator().manual_seed(0))
+    assert seen == [len(splits.clean), 0] and len(splits.clean) > 0
