@@ -1,7 +1,7 @@
 """Quality and cost figures of the defense zoo, part 2 (issue #15).
 
     python benchmarks/defense_zoo.py run --dataset fashion_mnist --seeds 0 1 2 --home DIR \
-        [--defenders NAME ...] [--attackers NAME ...] [--architecture badnets_cnn]
+        [--defenders NAME ...] [--attackers NAME ...] [--architecture badnets_cnn] [--clean-budget 0.05]
     python benchmarks/defense_zoo.py table [--dataset fashion_mnist]
     python benchmarks/defense_zoo.py epoch-cost [--dataset fashion_mnist]
 
@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     store = ArtifactStore()
     out = RESULTS / f"defense-zoo-{args.dataset}.jsonl"
-    done = {(r["attacker"], r["defender"], r["architecture"], r["seed"]) for r in _rows(args.dataset)}
+    done = {(r["attacker"], r["defender"], r["architecture"], r["seed"]) for r in _rows(args.dataset) if r.get("clean_budget", 0.05) == args.clean_budget}
     for seed in args.seeds:
         for attacker in args.attackers:
             for defender in args.defenders:
                 if (attacker, defender, args.architecture, seed) in done:
                     continue
-                prepared = prepare(attacker, defender, dataset=args.dataset, seed=seed, architecture=args.architecture)
+                prepared = prepare(attacker, defender, dataset=args.dataset, seed=seed, architecture=args.architecture, clean_budget=args.clean_budget)
                 r = run_match(prepared, store).to_json()
                 if r["defended"]["not_applicable"]:
                     print(f"skip {attacker} vs {defender} on {args.architecture}: n/a", file=sys.stderr)
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> None:
                     "attacker": attacker,
                     "defender": defender,
                     "architecture": args.architecture,
+                    "clean_budget": args.clean_budget,
                     "seed": seed,
                     "honest_ca": r["honest"]["ca"],
                     "attacked_ca": r["attacked"]["ca"],
@@ -132,6 +133,40 @@ def table(args: argparse.Namespace) -> None:
             [r["targets"] for r in group],
         )
         print(f"| {d} | {arch} | {s['backdoored']} | {s['honest']} | {s['tpr']:.2f} | {s['fpr']:.2f} | {s['auroc']:.2f} | {s['target_hit']:.2f} |")
+    comparison(rows)
+
+
+# BackdoorBench's published ASR reductions (points), CIFAR-10, PreAct-ResNet-18, 10% poisoning, 5% clean
+# data for the defense: backdoorbench/backdoorbench.github.io @ b98eab4, leaderboard-cifar10.html
+# (copied with their CA/ASR before and after into results/backdoorbench-published.md). FT-SAM, ABS,
+# MM-BD, BTI-DBF and MESA have no published BadNets/Blended rows there.
+BACKDOORBENCH_REDUCTION = {
+    "anp": {"badnets": 94.30, "blended": 97.73},
+    "i_bau": {"badnets": 93.74, "blended": 49.39},
+    "nad": {"badnets": 92.89, "blended": 2.23},
+    "clp": {"badnets": 17.47, "blended": 0.18},
+}
+
+
+def comparison(rows: list[dict]) -> None:
+    """Our mean ASR reduction against BadNets and Blended beside BackdoorBench's, per defense."""
+    print()
+    print("ASR reduction in points (attacked ASR − defended ASR, mean over seeds), ours on this dataset beside BackdoorBench's CIFAR-10 PreAct-ResNet-18:")
+    print()
+    print("| defender | architecture | ours: badnets | ours: blended | ours: average | BackdoorBench: badnets | blended | average | gap |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for d, published in BACKDOORBENCH_REDUCTION.items():
+        for arch in sorted({r["architecture"] for r in rows if r["defender"] == d}):
+            ours = {}
+            for a in ("badnets", "blended"):
+                group = [100 * (r["attacked_asr"] - r["defended_asr"]) for r in rows if (r["defender"], r["architecture"], r["attacker"]) == (d, arch, a)]
+                ours[a] = statistics.mean(group) if group else None
+            if None in ours.values():
+                continue
+            mine, theirs = statistics.mean(ours.values()), statistics.mean(published.values())
+            print(
+                f"| {d} | {arch} | {ours['badnets']:.1f} | {ours['blended']:.1f} | {mine:.1f} | {published['badnets']:.2f} | {published['blended']:.2f} | {theirs:.2f} | {mine - theirs:+.1f} |"
+            )
 
 
 def epoch_cost(args: argparse.Namespace) -> None:
@@ -169,6 +204,7 @@ def main() -> None:
     r.add_argument("--defenders", nargs="+", default=DEFENDERS)
     r.add_argument("--attackers", nargs="+", default=ATTACKERS)
     r.add_argument("--architecture", default="badnets_cnn")
+    r.add_argument("--clean-budget", type=float, default=0.05, help="the defender's clean share (0.05, the default; the digits tests use 0.1)")
     r.add_argument("--threads", type=int, default=1)
     t = sub.add_parser("table")
     t.add_argument("--dataset", default="fashion_mnist")
