@@ -203,8 +203,8 @@ class BtiDbf(Defender):
     change within the bound reaches it. A backdoor entangled with benign features (feature-space
     attacks; the paper's adaptive attack blends them), a trigger beyond the bound
     (`large_trigger`), or a compact model whose trigger shares features with the object escape
-    it. So does a 3x3 patch on 8x8 `digits`: it changes 0.41 of the pixel variance (beyond the
-    bound 0.3) and sits on the strokes, two thirds of its feature change falling inside the benign
+    it. So does a 3x3 patch on 8x8 `digits`: it changes more of the pixel variance than the bound of 0.3 allows
+    and sits on the strokes, much of its feature change falling inside the benign
     mask; G then finds another direction (it fades the digit's strokes), the detected target is
     wrong, and unlearning those adversarial inputs costs clean accuracy.
     Deviations: only the unlearning variant (U); the purification variant (P), which trains a
@@ -213,7 +213,7 @@ class BtiDbf(Defender):
     output conv started near zero instead of a 50-epoch pretraining to reproduce the input. The
     pixel bound is held by rescaling each G(x) − x (the paper's constraint) rather than by the
     code's switch to a pixel-distance loss, which the cross-entropy of later rounds overrides (on
-    digits G(x) drifted to 14 times the bound). The bound is the code's 0.3 on the MSE of its
+    digits G(x) drifted far beyond the bound). The bound is the code's 0.3 on the MSE of its
     standardised CIFAR inputs, so here in units of the clean split's per-channel pixel variance
     (on [0, 1] pixels, as the code's GTSRB inputs are, 0.3 lets G erase a digits or
     Fashion-MNIST image whole). The mask is learned in eval mode (the code puts a copy of the

@@ -108,9 +108,9 @@ class MMBD(Defender):
     model is replaced by the fallback (docs/design.md §3). So min_clean is 0. The code's
     SGD momentum (0.2) is left out: the code makes a fresh optimiser at every step, so its
     momentum never acts. The steps and learning rate are the code's, unchanged for 8x8 and
-    28x28 inputs. On digits (seed 0, badnets_cnn) it flags badnets, blended and wanet with the
-    target 0 and neither the honest model nor all_to_all; on preact_resnet it misses the BadNet
-    (the target's statistic, 17.7, is not the largest).
+    28x28 inputs. On digits (seed 0, badnets_cnn) it flags badnets, blended and wanet and not the
+    honest model (benchmarks/results/defense-zoo-digits.jsonl); on Fashion-MNIST it also flags an
+    honest model (benchmarks/RESULTS.md, "Defense zoo, part 2").
     """
 
     name = "mm_bd"

@@ -40,14 +40,14 @@ def test_a_wrapper_is_prunable_exactly_when_its_host_is():
     assert missing_capabilities(WithTrojanNet(Flat(), TASK), (Prunable,)) == ["Prunable"]
 
 
-def test_a_defense_handed_a_model_it_cannot_act_on_says_so():
+@pytest.mark.parametrize("defender", ["pruning", "abs"])
+def test_a_defense_handed_a_model_it_cannot_act_on_says_so(defender):
+    from arena.data import load_dataset, player_splits
     from arena.registry import DEFENDERS
 
-    from arena.data import load_dataset, player_splits
-
     clean = player_splits(load_dataset("digits"), 0.05).clean
-    with pytest.raises(ParamError, match="pruning.*Prunable.*not applicable"):
-        DEFENDERS.create("pruning").defend(Flat(), TASK, clean, torch.Generator().manual_seed(0))
+    with pytest.raises(ParamError, match=f"{defender}.*Prunable.*not applicable"):
+        DEFENDERS.create(defender).defend(Flat(), TASK, clean, torch.Generator().manual_seed(0))
 
 
 def test_neural_cleanse_needs_a_prunable_model_only_for_its_pruning_mitigation():

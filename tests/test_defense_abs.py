@@ -4,7 +4,6 @@ search at the neurons whose triggers work; it does not flag the digits BadNets m
 import pytest
 import torch
 from arena.defenders.abs import ABS, reasr
-from torch import nn
 
 from arena.artifacts import obtain_attacked
 from arena.data import load_dataset, player_splits
@@ -92,18 +91,4 @@ def test_a_model_bound_above_one_pixel_is_accepted_on_larger_images():
     ABS(mask_bound=0.01).check_task(TaskSpec("fashion_mnist", 10, (1, 28, 28), "badnets_cnn", 1))  # 7.8 pixels
 
 
-class Flat(nn.Module):
-    """No conv layer, so no channel to stimulate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def test_a_model_without_a_prunable_last_conv_layer_is_not_applicable(splits):
-    task = TaskSpec("digits", 10, (1, 8, 8), "badnets_cnn", 1)
-    with pytest.raises(ParamError, match="abs.*Prunable.*not applicable"):
-        ABS().defend(Flat(), task, splits.clean, torch.Generator().manual_seed(0))
+# A model without a Prunable last conv layer is refused as n/a: tests/test_capabilities.py.

@@ -19,7 +19,6 @@ from arena.data import load_dataset, player_splits
 from arena.errors import ParamError
 from arena.evaluator import evaluate
 from arena.match import prepare, run_match
-from arena.models import build_model
 from arena.protocol import Split
 
 ARCHITECTURE = "preact_resnet"
@@ -114,14 +113,7 @@ def test_anp_keeps_an_honest_models_accuracy(store):
     assert result["defended"]["ca"] > result["honest"]["ca"] - 0.02
 
 
-def test_anp_is_not_applicable_to_a_model_without_batch_norm(store, splits):
-    result = run_match(prepare("badnets", "anp", clean_budget=BUDGET, architecture="badnets_cnn"), store).to_json()
-    defended = result["defended"]
-    assert "BatchNormalized" in defended["not_applicable"] and defended["deployed"] == "n/a"
-    assert defended["asr"] == result["attacked"]["asr"] and defended["ca"] == result["attacked"]["ca"]
-    task = prepare("none", "anp").task
-    with pytest.raises(ParamError, match="not applicable"):
-        AdversarialNeuronPruning().defend(build_model(task, torch.Generator().manual_seed(0)), task, splits.clean, torch.Generator())
+# On a model without batch normalisation the pair is n/a: tests/test_match.py.
 
 
 @pytest.mark.parametrize("params", [{"eps": -0.1}, {"alpha": 1.5}, {"alpha": -0.1}, {"pgd_steps": 0}, {"threshold": 1.2}, {"prune_by": "asr"}, {"max_prune_fraction": 0.0}])

@@ -17,7 +17,6 @@ from arena.data import load_dataset, player_splits
 from arena.errors import ParamError
 from arena.evaluator import evaluate
 from arena.match import prepare, run_match
-from arena.models import build_model
 from arena.protocol import Split
 
 ARCHITECTURE = "preact_resnet"
@@ -96,14 +95,7 @@ def test_clp_keeps_an_honest_models_accuracy(store):
     assert result["clean_samples"] > 0 and ChannelLipschitznessPruning.min_clean == 0
 
 
-def test_clp_is_not_applicable_to_a_model_without_batch_norm(store, splits):
-    result = run_match(prepare("badnets", "clp", clean_budget=BUDGET, architecture="badnets_cnn"), store).to_json()
-    defended = result["defended"]
-    assert "BatchNormalized" in defended["not_applicable"] and defended["deployed"] == "n/a"
-    assert defended["asr"] == result["attacked"]["asr"] and defended["ca"] == result["attacked"]["ca"]
-    task = prepare("none", "clp").task
-    with pytest.raises(ParamError, match="not applicable"):
-        ChannelLipschitznessPruning().defend(build_model(task, torch.Generator().manual_seed(0)), task, splits.clean, torch.Generator())
+# On a model without batch normalisation the pair is n/a: tests/test_match.py.
 
 
 @pytest.mark.parametrize("u", [0.0, -1.0, "three"])

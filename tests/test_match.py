@@ -108,12 +108,22 @@ def test_defender_with_too_small_a_clean_budget_says_the_minimum_before_training
     assert not any(tmp_path.iterdir())  # refused before anything was trained or stored
 
 
-def test_a_defender_that_cannot_act_on_the_architecture_is_an_error_in_a_match_and_na_in_a_suite(store):
-    """`arena match` asks for an applicable pair; the Python API (a suite's planner) plays it as an n/a cell."""
+@pytest.mark.parametrize("defender", ["anp", "clp"])
+def test_a_defender_that_cannot_act_on_the_architecture_is_an_error_in_a_match_and_na_in_a_suite(store, splits, defender):
+    """`arena match` asks for an applicable pair; the Python API (a suite's planner) plays it as an
+    n/a cell: the published model deployed as it is; the defense itself refuses such a model."""
+    from arena.models import build_model
+    from arena.registry import DEFENDERS
+
     with pytest.raises(ParamError, match=r"needs a model that is BatchNormalized.* not applicable on the architecture 'badnets_cnn'"):
-        prepare("badnets", "anp", require_applicable=True)
-    result = run_match(prepare("badnets", "anp"), store).to_json()
-    assert "BatchNormalized" in result["defended"]["not_applicable"] and result["defended"]["asr"] == result["attacked"]["asr"]
+        prepare("badnets", defender, require_applicable=True)
+    result = run_match(prepare("badnets", defender, clean_budget=0.1), store).to_json()
+    defended = result["defended"]
+    assert "BatchNormalized" in defended["not_applicable"] and defended["deployed"] == "n/a"
+    assert defended["asr"] == result["attacked"]["asr"] and defended["ca"] == result["attacked"]["ca"]
+    task = prepare("none", defender).task
+    with pytest.raises(ParamError, match="not applicable"):
+        DEFENDERS.create(defender).defend(build_model(task, torch.Generator().manual_seed(0)), task, splits.clean, torch.Generator())
 
 
 def test_a_manifest_without_its_attack_record_is_refused(tmp_path):
