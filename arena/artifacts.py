@@ -21,14 +21,15 @@ from torch import nn
 import arena
 from arena.data import PlayerSplits
 from arena.device import CPU, Compute, current, store_key
-from arena.errors import ArtifactIntegrityError, ParamError
+from arena.errors import ArtifactIntegrityError, ParamError, StrategyError
 from arena.models import ARCHITECTURES, build_model
-from arena.protocol import ProgressFn, TaskSpec, Trigger, no_progress
+from arena.protocol import ProgressFn, Split, TaskSpec, Trigger, no_progress
 from arena.provenance import code_fingerprint, git_commit, numerics
 from arena.registry import ATTACKERS, DEFENDERS, Registry, load_origins
+from arena.sandbox import Sandbox, StrategyRef
 from arena.specs import AttackSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
-from arena.strategy import Attacker, Defender
+from arena.strategy import Attacker, Defender, check_logits
 from arena.triggers import TRIGGERS, trigger_from_dict, trigger_kinds
 
 
@@ -53,12 +54,10 @@ def obtain_attacked(
     """
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
-        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "attack", attack.key))
-        out = attacker.attack(task, splits.attacker, generator, prefixed(progress, label))
-        triggers = [t.to_dict() for t in out.triggers]
+        model, triggers = run_attacker(attacker, task, splits.attacker, derive_seed(attack.seed, "attack", attack.key), prefixed(progress, label))
         published = attacker.published_architecture(task)
         record = {"spec": attack.to_dict(), "triggers": triggers, "published_architecture": published, "origins": origins_of(triggers, published)}
-        return out.model, record
+        return model, record
 
     key = store_key(attack.key, current())
     model, manifest, cached = _obtain(store, key, code_fingerprint(type(attacker)), task, train)
@@ -175,10 +174,61 @@ def instantiate_defender(spec: StrategySpec) -> Defender:
     return _instantiate(DEFENDERS.get(spec.name), spec)
 
 
+def check_version(cls: Any, version: str, name: str) -> None:
+    if cls.version != version:
+        raise ParamError(f"{cls.kind} {name!r} is at version {cls.version}, but the spec asks for version {version}.")
+
+
 def _instantiate(cls: Any, spec: StrategySpec) -> Any:
-    if cls.version != spec.version:
-        raise ParamError(f"{cls.kind} {spec.name!r} is at version {cls.version}, but the spec asks for version {spec.version}.")
+    check_version(cls, spec.version, spec.name)
     return cls(**spec.param_dict)
+
+
+def is_baseline(strategy: Any) -> bool:
+    """The honest baselines (attacker and defender `none`) are the harness's own reference
+    procedures (the honest model, the fallback, deploying as is): they run in the driver. Every
+    other strategy, built-in or plugin, runs sandboxed (arena/sandbox.py)."""
+    return getattr(strategy, "name", None) == "none" and type(strategy).__module__.startswith("arena.")
+
+
+def run_attacker(attacker: Attacker, task: TaskSpec, data: Split, seed: int, progress: ProgressFn = no_progress) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """The attacker's published model and its triggers' JSON forms, from a sandboxed worker
+    (docs/design.md §1): it gets its split, the task and a seed as data and returns weights and
+    trigger records as data, which are checked here: the weights must load strictly into the
+    architecture the attacker declares it publishes and answer the task, each trigger must rebuild
+    from its JSON form as a registered kind with a goal inside the task's labels."""
+    compute = current()
+    if is_baseline(attacker):
+        out = attacker.attack(task, data, torch.Generator().manual_seed(seed), progress)
+        return out.model, [t.to_dict() for t in out.triggers]
+    who = f"attacker {attacker.name!r}"
+    with Sandbox(StrategyRef.of(type(attacker), "attacker"), compute=compute) as box:
+        reply = box.attack(attacker, task, data, seed, compute, progress)
+    model = build_model(dataclasses.replace(task, architecture=attacker.published_architecture(task)), device=compute.torch_device)
+    load_returned_weights(model, reply.tensors, who, "published model")
+    check_logits(model, task, who, compute.torch_device)
+    triggers: list[dict[str, Any]] = reply.header["triggers"]
+    names = []
+    for record in triggers:
+        try:
+            trigger = trigger_from_dict(record)
+            trigger.goal.check(task.num_classes)
+        except Exception as exc:
+            raise StrategyError(f"{who} returned a trigger record that does not rebuild as a registered trigger kind of this task ({type(exc).__name__}: {exc}); refused.") from None
+        names.append(trigger.name)
+    if len(set(names)) != len(names):
+        raise StrategyError(f"{who} returned triggers with duplicate names.")
+    return model, triggers
+
+
+def load_returned_weights(model: nn.Module, state: dict[str, torch.Tensor], who: str, what: str) -> None:
+    """Load weights a sandboxed worker returned into a model the driver built: every tensor of
+    the architecture, of its shape, and nothing else; finite numbers only where the model has them."""
+    try:
+        model.load_state_dict({k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()}, strict=True)
+    except (RuntimeError, ValueError, StopIteration) as exc:
+        raise StrategyError(f"{who} returned a {what} that is not the architecture it must be ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); refused.") from None
+    model.eval()
 
 
 def needs_training(attack: AttackSpec, store: ArtifactStore, compute: Compute = CPU) -> bool:

@@ -7,6 +7,7 @@ downloaded the model would hold), its clean split, the task spec and a generator
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -25,6 +26,8 @@ from arena.artifacts import (
     honest_spec,
     instantiate_attacker,
     instantiate_defender,
+    is_baseline,
+    load_returned_weights,
     needs_training,
     obtain_attacked,
     obtain_fallback,
@@ -46,9 +49,10 @@ from arena.protocol import (
 )
 from arena.provenance import code_fingerprint, git_commit, numerics, pinned
 from arena.registry import ATTACKERS, DEFENDERS
+from arena.sandbox import Sandbox, SandboxedFilter, StrategyRef, verdict_from
 from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed
 from arena.store import ArtifactStore
-from arena.strategy import Attacker, Defender
+from arena.strategy import Attacker, Defender, check_logits
 from arena.triggers import trigger_from_dict
 
 DEFAULT_ARCHITECTURE = "badnets_cnn"
@@ -236,14 +240,7 @@ def defense_stage(
             raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} changed in the store since it was evaluated; refused.")
         triggers = [trigger_from_dict(t) for t in attacked.triggers]
         defender = instantiate_defender(spec.defender)
-
-        generator = torch.Generator().manual_seed(derive_seed(attack.seed, "defense", spec.key))
-        t0 = time.perf_counter()
-        # an n/a cell (docs/design.md §10): the defense cannot act on this model, so it is not run
-        # and the published model is deployed as it is
-        not_applicable = not_applicable_reason(defender, model)
-        outcome = DefenseOutcome() if not_applicable else defender.defend(model, task, splits.clean, generator, prefixed(progress, "defense"))
-        seconds_defense = time.perf_counter() - t0
+        seed = derive_seed(attack.seed, "defense", spec.key)
         fallback_sha: list[str] = []
 
         def fallback() -> nn.Module:
@@ -251,9 +248,23 @@ def defense_stage(
             fallback_sha.append(sha)
             return fallback_model
 
-        deployed, system, system_filter = deployed_system(outcome, model, fallback)
-        deployed = "n/a" if not_applicable else deployed
-        defended = evaluate(system, triggers, splits.test, system_filter)
+        # an n/a cell (docs/design.md §10): the defense cannot act on this model, so it is not run
+        # and the published model is deployed as it is
+        not_applicable = not_applicable_reason(defender, model)
+        with contextlib.ExitStack() as sandbox:
+            t0 = time.perf_counter()
+            if not_applicable:
+                outcome = DefenseOutcome()
+            elif is_baseline(defender):
+                outcome = defender.defend(model, task, splits.clean, torch.Generator().manual_seed(seed), prefixed(progress, "defense"))
+            else:
+                box = sandbox.enter_context(Sandbox(StrategyRef.of(type(defender), "defender"), compute=compute))
+                t0 = time.perf_counter()  # the defense's own time, without the worker's start
+                outcome = run_defender(box, defender, task, store.blob_path(attacked.sha256).read_bytes(), attacked.sha256, manifest, splits, seed, compute, prefixed(progress, "defense"))
+            seconds_defense = time.perf_counter() - t0
+            deployed, system, system_filter = deployed_system(outcome, model, fallback)
+            deployed = "n/a" if not_applicable else deployed
+            defended = evaluate(system, triggers, splits.test, system_filter, seed=derive_seed(attack.seed, "filter", spec.key))
         here = numerics()
     honest_ca = honest.evaluation.ca
     return MatchResult(
@@ -277,6 +288,39 @@ def defense_stage(
         # a stage run elsewhere under other numerics is named, never folded in silently
         numerics=here if attacked.numerics == here == honest.numerics else {**here, "attack_stages": [attacked.numerics, honest.numerics]},
         provenance={"arena_version": arena.__version__, "git_commit": git_commit()},
+    )
+
+
+def run_defender(
+    box: Sandbox,
+    defender: Defender,
+    task: TaskSpec,
+    weights: bytes,
+    sha256: str,
+    manifest: dict[str, Any],
+    splits: Any,
+    seed: int,
+    compute: Compute,
+    progress: ProgressFn,
+) -> DefenseOutcome:
+    """The defender's outcome from its sandboxed worker, checked (docs/design.md §1): it gets the
+    published weights as stored, the task, its clean split (none when it declares `data_free`)
+    and a seed. A repaired model must load strictly into the published architecture and answer
+    the task; a verdict must be a flag, a number and labels of the task; an input filter stays in
+    the worker and is asked by the evaluator (`SandboxedFilter`)."""
+    who = f"defender {defender.name!r}"
+    clean = splits.clean.subset(torch.arange(0)) if defender.data_free else splits.clean
+    published = str(manifest.get("published_architecture", task.architecture))
+    reply = box.defend(defender, task, weights, sha256, published, manifest.get("origins", []), clean, seed, compute, progress)
+    repaired = None
+    if reply.header.get("repaired") is True:
+        repaired = published_builder(task)(manifest)
+        load_returned_weights(repaired, reply.tensors, who, "repaired model")
+        check_logits(repaired, task, who, compute.torch_device)
+    return DefenseOutcome(
+        model=repaired,
+        input_filter=SandboxedFilter(box) if reply.header.get("filter") is True else None,
+        verdict=verdict_from(reply.header.get("verdict"), task.num_classes, who),
     )
 
 

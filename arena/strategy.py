@@ -71,7 +71,7 @@ class Strategy(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _check_logits(model: nn.Module, task: TaskSpec, who: str, device: torch.device) -> None:
+def check_logits(model: nn.Module, task: TaskSpec, who: str, device: torch.device) -> None:
     probe = torch.zeros(2, *task.input_shape, device=device)
     try:
         with torch.no_grad():
@@ -151,7 +151,7 @@ class Attacker(Strategy):
                     f"{who} returned a trigger {t.name!r} of kind {kind!r} that cannot be rebuilt from its to_dict() ({type(exc).__name__}: {exc}); register its class as a trigger kind."
                 ) from None
         _check_model_device(out.model, device, who)
-        _check_logits(out.model, task, who, device)
+        check_logits(out.model, task, who, device)
         published = self.published_architecture(task)
         if published != task.architecture and not self.changes_architecture:
             raise StrategyError(f"{who} publishes architecture {published!r} but does not declare changes_architecture.")
@@ -207,7 +207,7 @@ class Defender(Strategy):
                 f"{len(clean)}; raise --clean-budget."
             )
         device = clean.device
-        _check_logits(model, task, f"{who} was given a model that does not fit the task", device)
+        check_logits(model, task, f"{who} was given a model that does not fit the task", device)
         if (reason := not_applicable_reason(self, model)) is not None:  # the planner makes such a pair an n/a cell
             raise ParamError(f"{reason}: this pair is not applicable.")
         self.check_task(task)
@@ -221,7 +221,7 @@ class Defender(Strategy):
             if not isinstance(out.model, nn.Module):
                 raise StrategyError(f"{who} returned a repaired model of type {type(out.model).__name__}.")
             _check_model_device(out.model, device, who)
-            _check_logits(out.model, task, who, device)
+            check_logits(out.model, task, who, device)
             out.model.eval()
         if out.input_filter is not None and not isinstance(out.input_filter, InputFilter):
             raise StrategyError(f"{who} returned an input filter of type {type(out.input_filter).__name__}.")
