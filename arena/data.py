@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +19,9 @@ import torch
 from arena.errors import ArenaError, DatasetMissingError, ParamError, UsageError
 from arena.protocol import Split
 from arena.registry import RegistrationError, Registry
+
+# Which copy of a dataset was read, when it is not the one the user named (the CLI prints it).
+logger = logging.getLogger(__name__)
 
 # The seed of the once-and-for-all division of each training split; not a match seed, so every
 # match on a dataset sees the same attacker part, defender reserve and test split.
@@ -90,19 +96,31 @@ FASHION_FILES = {
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+REFETCH = "Download it again (or `sudo apt-get install --reinstall dataset-fashion-mnist` where it is the Debian package's copy)."
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): the format of MNIST and Fashion-MNIST."""
+    """Read an IDX file (optionally gzipped): the format of MNIST and Fashion-MNIST. A file that
+    cannot be decompressed or parsed is a DatasetMissingError naming it as damaged."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or corrupted download
+        raise DatasetMissingError(f"{path} is damaged: it is not a complete gzip file ({exc or type(exc).__name__}). {REFETCH}") from None
+    except OSError as exc:
+        raise DatasetMissingError(f"{path} cannot be read ({exc.strerror or exc}).") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DatasetMissingError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+        raise DatasetMissingError(f"{path} is damaged: it is not an unsigned-byte IDX file (bad magic number). {REFETCH}")
     ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetMissingError(f"{path} is damaged: its header is cut short ({len(raw)} of {header} bytes). {REFETCH}")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DatasetMissingError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}.")
-    return body.reshape(dims)
+    expected = math.prod(dims)
+    if len(raw) - header != expected:
+        raise DatasetMissingError(f"{path} is damaged: its header promises {expected} values, the file holds {len(raw) - header}. {REFETCH}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -120,13 +138,30 @@ def _idx_directories() -> list[Path]:
     return dirs
 
 
+def _check_images_labels(images: np.ndarray, labels: np.ndarray, files: tuple[Path | None, Path | None], num_classes: int) -> None:
+    """An IDX pair read whole can still be the wrong file (labels where images belong, another
+    dataset's): refused here, by name, rather than as a shape error deep in training."""
+    x_path, y_path = files
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DatasetMissingError(f"{x_path} and {y_path} are not an image file (3-D) and a label file (1-D): they hold {images.ndim}-D and {labels.ndim}-D arrays. {REFETCH}")
+    if len(images) != len(labels):
+        raise DatasetMissingError(f"{x_path} holds {len(images)} images but {y_path} {len(labels)} labels: they are not one pair. {REFETCH}")
+    if labels.size and int(labels.max()) >= num_classes:
+        raise DatasetMissingError(f"{y_path} holds label {int(labels.max())}; Fashion-MNIST has {num_classes} classes (0 to {num_classes - 1}). {REFETCH}")
+
+
 def _fashion_mnist() -> Dataset:
     searched = _idx_directories()
     arrays: dict[str, np.ndarray] | None
     for directory in searched:
         paths = {key: _find_idx(directory, stem) for key, stem in FASHION_FILES.items()}
         if all(paths.values()):
+            if directory == DEBIAN_FASHION_DIR:
+                why = f"ARENA_DATA_DIR={searched[0]} lacks its four IDX files" if len(searched) > 1 else "ARENA_DATA_DIR is not set"
+                logger.info("Fashion-MNIST: read from the system copy in %s (the Debian package dataset-fashion-mnist): %s.", directory, why)
             arrays = {key: read_idx(path) for key, path in paths.items()}  # type: ignore[arg-type]
+            for split in ("train", "test"):
+                _check_images_labels(arrays[f"{split}_x"], arrays[f"{split}_y"], (paths[f"{split}_x"], paths[f"{split}_y"]), 10)
             break
     else:
         arrays = _fashion_mnist_torchvision()

@@ -16,6 +16,20 @@ def digest(data: Any) -> str:
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
+# Seeds a user gives (a match's, a suite's, a search's) are unsigned 32-bit integers: the range
+# numpy's and most tools' seeding accepts, so a run can be reproduced with them outside arena too.
+SEED_BOUND = 2**32
+
+
+def seed_problem(seed: object) -> str | None:
+    """Why `seed` is not a usable seed (a sentence fragment), or None when it is."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"a seed must be an integer, got {seed!r}"
+    if not 0 <= seed < SEED_BOUND:
+        return f"a seed must be in [0, 2**32) = [0, {SEED_BOUND - 1}], got {seed}"
+    return None
+
+
 def derive_seed(seed: int, *parts: str) -> int:
     """A 63-bit seed from the match seed and a purpose, so every generator is local and reproducible."""
     return int(digest([seed, *parts])[:15], 16)

@@ -21,15 +21,19 @@
       attack_timeout_s: 3600
       defense_timeout_s: 900
       retries: 1                  # re-runs after a system failure (a crashed worker), not a strategy's error
-      max_matches: 5000
+      max_matches: 5000           # at most MAX_MATCHES (100,000)
 
-Everything is validated before anything runs.
+Everything is validated before anything runs: the file is UTF-8 YAML with no key given twice
+(PyYAML would silently keep the last), every number is finite (NaN passes every range check),
+every seed is in [0, 2**32), and the grid's size, attackers' points × defenders' points ×
+seeds, is counted before any point is built and refused beyond `limits.max_matches`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,12 @@ from arena.match import (
 from arena.models import build_model
 from arena.protocol import TaskSpec
 from arena.registry import ATTACKERS, DEFENDERS, Registry
-from arena.specs import AttackSpec, MatchSpec, StrategySpec
+from arena.specs import AttackSpec, MatchSpec, StrategySpec, seed_problem
+
+# The most matches any suite may hold, whatever its limits say: past it a grid is a slip (an
+# axis too many) rather than a plan, and merely building its points would take minutes and
+# gigabytes before the first match runs.
+MAX_MATCHES = 100_000
 
 TOP_KEYS = {"name", "dataset", "architecture", "clean_budget", "epochs", "seeds", "attackers", "defenders", "limits", "stealth_tolerance", "gpus_per_task", "search"}
 LIMIT_KEYS = {"attack_timeout_s", "defense_timeout_s", "retries", "max_matches"}
@@ -97,10 +106,24 @@ class Suite:
         return list(dict.fromkeys(honest_spec(a) for a in self.attack_specs()))
 
 
-def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[StrategySpec, ...]:
+@dataclass(frozen=True)
+class _Entry:
+    """One attackers/defenders entry of a suite, its shape checked, its grid not yet expanded."""
+
+    at: str  # where it is in the file, e.g. attackers[2]
+    name: Any
+    params: dict[str, Any]
+    grid: dict[str, list[Any]]
+
+    @property
+    def points(self) -> int:
+        return math.prod(len(values) for values in self.grid.values())
+
+
+def _entries(entries: Any, where: str) -> list[_Entry]:
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{where} must be a non-empty list of strategy names or {{name, params, grid}} entries.")
-    specs: list[StrategySpec] = []
+    out = []
     for i, entry in enumerate(entries):
         at = f"{where}[{i}]"
         if isinstance(entry, str):
@@ -109,8 +132,7 @@ def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[Strat
             raise SuiteError(f"{at} must be a strategy name or a mapping with a `name` key, got {entry!r}.")
         unknown = set(entry) - {"name", "params", "grid"}
         if unknown:
-            raise SuiteError(f"{at} has unknown keys {sorted(unknown)}; allowed: name, params, grid.")
-        name = entry["name"]
+            raise SuiteError(f"{at} has unknown keys {sorted(map(str, unknown))}; allowed: name, params, grid.")
         params = entry.get("params") or {}
         grid = entry.get("grid") or {}
         if not isinstance(params, dict) or not isinstance(grid, dict):
@@ -118,6 +140,14 @@ def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[Strat
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise SuiteError(f"{at}: grid values of {key!r} must be a non-empty list, got {values!r}.")
+        out.append(_Entry(at, entry["name"], params, grid))
+    return out
+
+
+def _expand_entries(entries: list[_Entry], registry: Registry) -> tuple[StrategySpec, ...]:
+    specs: list[StrategySpec] = []
+    for entry in entries:
+        at, name, params, grid = entry.at, entry.name, entry.params, entry.grid
         try:
             cls = registry.get(str(name))
         except UnknownNameError as exc:
@@ -133,6 +163,28 @@ def _expand_entries(entries: Any, registry: Registry, where: str) -> tuple[Strat
     return tuple(dict.fromkeys(specs))  # a grid point listed twice is one strategy
 
 
+def _finite(value: Any, what: str) -> float:
+    """A finite number of the suite; NaN and the infinities are refused (every comparison with
+    NaN is false, so a NaN timeout or tolerance would pass its range check and mean nothing)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise SuiteError(f"{what} must be a finite number, got {value!r}.")
+    return number
+
+
+def _integer(value: Any, what: str) -> int:
+    """A whole number of the suite (2.0 is 2; 2.5 is refused, not truncated)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _finite(value, what)
+    if not number.is_integer():
+        raise SuiteError(f"{what} must be a whole number, got {value!r}.")
+    return int(number)
+
+
 def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
     if not isinstance(data, dict):
         raise SuiteError(f"a suite must be a YAML mapping, got {type(data).__name__}.")
@@ -142,30 +194,38 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
     for required in ("dataset", "seeds", "attackers", "defenders"):
         if required not in data:
             raise SuiteError(f"the suite needs `{required}`.")
+    suite_name = data.get("name", name)
+    if not isinstance(suite_name, str) or not suite_name.strip() or suite_name in (".", "..") or any(c in suite_name for c in "/\\\0"):
+        # the name is a folder name under ARENA_HOME (the oracle's searches) and a results key
+        raise SuiteError(f"`name` must be a non-empty text without / or \\ (it names folders), got {suite_name!r}.")
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SuiteError(f"`seeds` must be a non-empty list of integers, got {seeds!r}.")
+    for seed in seeds:
+        if (problem := seed_problem(seed)) is not None:
+            raise SuiteError(f"`seeds`: {problem}.")
     if len(set(seeds)) != len(seeds):
         raise SuiteError(f"`seeds` repeats a seed: {seeds!r}.")
     limits_raw = data.get("limits") or {}
     if not isinstance(limits_raw, dict) or set(limits_raw) - LIMIT_KEYS:
         raise SuiteError(f"`limits` takes only {', '.join(sorted(LIMIT_KEYS))}.")
-    try:
-        limits = Limits(**{k: type(getattr(Limits, k))(v) for k, v in limits_raw.items()})
-    except (TypeError, ValueError) as exc:
-        raise SuiteError(f"bad `limits`: {exc}.") from None
-    if limits.attack_timeout_s <= 0 or limits.defense_timeout_s <= 0 or limits.retries < 0 or limits.max_matches < 1:
-        raise SuiteError("`limits`: timeouts must be positive, retries non-negative, max_matches at least 1.")
-    try:
-        clean_budget = float(data.get("clean_budget", DEFAULT_CLEAN_BUDGET))
-        tolerance = float(data.get("stealth_tolerance", DEFAULT_STEALTH_TOLERANCE))
-        gpus_per_task = float(data.get("gpus_per_task", 0.0))
-        epochs_raw = data.get("epochs")
-        epochs = None if epochs_raw is None else int(epochs_raw)
-    except (TypeError, ValueError) as exc:
-        raise SuiteError(f"bad number in the suite: {exc}.") from None
+    default = Limits()
+    limits = Limits(
+        attack_timeout_s=_finite(limits_raw.get("attack_timeout_s", default.attack_timeout_s), "`limits.attack_timeout_s`"),
+        defense_timeout_s=_finite(limits_raw.get("defense_timeout_s", default.defense_timeout_s), "`limits.defense_timeout_s`"),
+        retries=_integer(limits_raw.get("retries", default.retries), "`limits.retries`"),
+        max_matches=_integer(limits_raw.get("max_matches", default.max_matches), "`limits.max_matches`"),
+    )
+    if limits.attack_timeout_s <= 0 or limits.defense_timeout_s <= 0 or limits.retries < 0 or not 1 <= limits.max_matches <= MAX_MATCHES:
+        raise SuiteError(f"`limits`: timeouts must be positive, retries non-negative, max_matches at least 1 and at most {MAX_MATCHES:,}.")
+    clean_budget = _finite(data.get("clean_budget", DEFAULT_CLEAN_BUDGET), "`clean_budget`")
+    tolerance = _finite(data.get("stealth_tolerance", DEFAULT_STEALTH_TOLERANCE), "`stealth_tolerance`")
+    gpus_per_task = _finite(data.get("gpus_per_task", 0.0), "`gpus_per_task`")
+    epochs = None if data.get("epochs") is None else _integer(data["epochs"], "`epochs`")
     if not 0.0 < clean_budget <= 0.5:
         raise SuiteError(f"`clean_budget` {clean_budget} must be a fraction in (0, 0.5].")
+    if not 0.0 <= tolerance <= 1.0:
+        raise SuiteError(f"`stealth_tolerance` {tolerance} must be an accuracy gap in [0, 1].")
     if not valid_gpu_share(gpus_per_task):
         raise SuiteError(f"`gpus_per_task` {gpus_per_task:g} must be a share of one GPU in [0, 1] (0.25 packs four matches per card) or a whole number of GPUs.")
     dataset = str(data["dataset"])
@@ -175,8 +235,17 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
         build_model(task)
     except (UnknownNameError, ParamError) as exc:
         raise SuiteError(str(exc)) from None
-    attackers = _expand_entries(data["attackers"], ATTACKERS, "attackers")
-    defenders = _expand_entries(data["defenders"], DEFENDERS, "defenders")
+    attacker_entries, defender_entries = _entries(data["attackers"], "attackers"), _entries(data["defenders"], "defenders")
+    # counted before a single point is built: a grid of a billion points is refused at once
+    attacker_points, defender_points = sum(e.points for e in attacker_entries), sum(e.points for e in defender_entries)
+    n = attacker_points * defender_points * len(seeds)
+    if n > limits.max_matches:
+        raise SuiteError(
+            f"the suite expands to {n:,} matches ({attacker_points:,} attacker points × {defender_points:,} defender points × {len(seeds)} seeds), "
+            f"more than limits.max_matches = {limits.max_matches:,}; shrink the grids, or raise the limit (to at most {MAX_MATCHES:,}) if you mean it."
+        )
+    attackers = _expand_entries(attacker_entries, ATTACKERS)
+    defenders = _expand_entries(defender_entries, DEFENDERS)
     for group, registry in ((attackers, ATTACKERS), (defenders, DEFENDERS)):
         for spec in group:
             try:
@@ -184,14 +253,8 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
             except ParamError as exc:
                 raise SuiteError(f"{spec.name} {spec.param_dict}: {exc}") from None
     not_applicable = inapplicable_pairs(task, attackers, defenders)
-    n = len(attackers) * len(defenders) * len(seeds)
-    if n > limits.max_matches:
-        raise SuiteError(
-            f"the suite expands to {n} matches ({len(attackers)} attackers × {len(defenders)} defenders × {len(seeds)} seeds), "
-            f"more than limits.max_matches = {limits.max_matches}; shrink the grids or raise the limit if you mean it."
-        )
     return Suite(
-        name=str(data.get("name", name)),
+        name=suite_name,
         dataset=dataset,
         architecture=architecture,
         clean_budget=clean_budget,
@@ -252,13 +315,48 @@ def load_suite(path: str | Path) -> Suite:
     if not p.exists():
         raise SuiteError(f"no suite file at {p}.")
     try:
-        data = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SuiteError(f"cannot read the suite file {p} ({exc.strerror or exc}).") from None
+    data = read_suite_yaml(raw, str(p))
+    default_name = p.absolute().parent.name if p.name == "suite.yaml" else p.stem
+    return parse_suite(data, default_name, p)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error, not silently the
+    last one: a suite that says `seeds` twice means one of them, and we cannot know which."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise SuiteError(f"the key {key!r} is given twice in one mapping (lines {seen[key]} and {line}); YAML would silently keep the last. Keep one.")
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class refuses it, with its line
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_suite_yaml(raw: bytes, where: str) -> Any:
+    """The data of a suite file's bytes: UTF-8 YAML, no key given twice; a SuiteError otherwise,
+    naming the file (`where`) and the line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(f"{where} is not UTF-8 text: byte {exc.start} (line {line}) is {raw[exc.start : exc.start + 1]!r}. Save it as UTF-8.") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python objects are built
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SuiteError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
-    default_name = p.parent.name if p.name == "suite.yaml" else p.stem
-    return parse_suite(data, default_name, p)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SuiteError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}.") from None
 
 
 def find_suite(name: str | Path) -> Path:

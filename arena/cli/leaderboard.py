@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 
 from arena.cli import render
+from arena.cli.options import number, seed
 from arena.cli.tournament import add_cluster_options, play
 from arena.errors import UsageError
 
@@ -20,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
     add_cluster_options(p)
     p.add_argument("--cells", type=int, default=5, help="verify: how many published cells to re-play (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="verify: seed of the random choice of cells (default 0)")
-    p.add_argument("--tolerance", type=float, default=0.02, help="verify: allowed gap in CA, ASR and utility under other numerics (default 0.02)")
+    p.add_argument("--seed", type=seed, default=0, help="verify: seed of the random choice of cells (default 0)")
+    p.add_argument("--tolerance", type=number(low=0), default=0.02, help="verify: allowed gap in CA, ASR and utility under other numerics (default 0.02)")
     p.add_argument("--json", action="store_true", help="verify: one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -39,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "refresh":
         if args.with_:
             suite = with_strategies(suite, args.with_)
-        play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
+        with render.stdout_to_stderr():  # Ray starts in here: its processes never write to our stdout
+            play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
     frame = suite_frame(suite, results)
     if frame.empty:
         raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
         adapted = load_adapted(suite, arena_home())
         publish(board, frame, path.parent, adapted)
-        render.err.print(f"published {path.parent}/: results.csv, equilibrium.json, README.md, index.html, heatmaps" + (", adapted.json (the game `arena oracle` grew)" if adapted else ""))
+        files = "results.csv, equilibrium.json, README.md, index.html, heatmaps" + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
+        render.err.print(f"published {render.plain(path.parent)}/: {files}")
     render.board(board, render.out())
     return 0
 
@@ -65,8 +66,8 @@ def verify(args: argparse.Namespace) -> int:
     path = find_suite(args.suite)
     suite = load_suite(path)
     chosen = choose(published_rows(path.parent, suite.name), args.cells, args.seed, suite.name)
-    render.err.print(f"verifying {len(chosen)} published cells of {suite.name} from an empty store (seed {args.seed})")
-    with render.stage_progress(args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
+    render.err.print(f"verifying {len(chosen)} published cells of {render.plain(suite.name)} from an empty store (seed {args.seed})")
+    with render.stdout_to_stderr(), render.stage_progress(args.quiet) as progress:
         checks = verify_cells(chosen, suite, tolerance=args.tolerance, progress=render.RichProgress(progress), compute=compute)
     ok = sum(c.reproduces for c in checks)
     if args.json:

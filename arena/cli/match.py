@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 from collections.abc import Sequence
 
 from arena.cli import render
+from arena.cli.options import number, seed
 from arena.cli.tournament import add_compute_options
 from arena.errors import UsageError
 
@@ -18,12 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attacker", required=True, help="attacker name (see `arena list`)")
     p.add_argument("--defender", required=True, help="defender name (see `arena list`)")
     p.add_argument("--dataset", default="digits", help="digits (embedded, default) or fashion_mnist")
-    p.add_argument("--seed", type=int, default=0, help="match seed (default 0)")
-    p.add_argument("--clean-budget", type=float, default=0.05, help="defender's clean share of the training split (default 0.05)")
+    p.add_argument("--seed", type=seed, default=0, help="match seed (default 0)")
+    p.add_argument("--clean-budget", type=number(), default=0.05, help="defender's clean share of the training split (default 0.05)")
     p.add_argument("--epochs", type=int, default=None, help="attacker training budget in epochs (default: the dataset's)")
     p.add_argument("--architecture", default="badnets_cnn", help="the task's architecture: badnets_cnn (default) or preact_resnet (a small pre-activation ResNet with batch normalisation)")
     p.add_argument("--set", action="append", default=[], metavar="ROLE.NAME=VALUE", help="hyperparameter override, e.g. attacker.target=3")
-    p.add_argument("--stealth-tolerance", type=float, default=0.03, help="allowed CA drop below honest (default 0.03)")
+    p.add_argument("--stealth-tolerance", type=number(low=0, high=1), default=0.03, help="allowed CA drop below honest (default 0.03)")
     add_compute_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     store = ArtifactStore()
     # strategies (plugins included) may print; stdout belongs to the result alone
-    with render.stage_progress(args.quiet) as progress, contextlib.redirect_stdout(sys.stderr):
+    with render.stdout_to_stderr(), render.stage_progress(args.quiet) as progress:
         result = run_match(prepared, store, render.RichProgress(progress), stealth_tolerance=args.stealth_tolerance, side_by_side=True, compute=compute).to_json()
     if args.json:
         print(json.dumps(result))

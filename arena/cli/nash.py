@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from arena import game
 
     rows, cols, values = game.read_matrix_csv(args.matrix)
-    solution = game.solve_zero_sum(values)
+    with render.stdout_to_stderr():
+        solution = game.solve_zero_sum(values)
     if args.json:
         print(json.dumps(solution.to_dict(rows, cols)))
     else:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from arena.cli import render
+from arena.cli.options import output_file, write_output
 from arena.errors import UsageError
 
 
@@ -14,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("results", help="a suite's results as a table or a file")
     p.add_argument("suite", help="suite name, or its YAML file / folder")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    p.add_argument("--output", default=None, help="write to this file instead of stdout")
+    p.add_argument("--output", type=output_file, default=None, help="write to this file instead of stdout (replaced whole, never left half-written)")
     p.set_defaults(func=run)
 
 
@@ -36,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "parquet":
         if not args.output:
             raise UsageError("--format parquet needs --output FILE (it is binary).")
-        frame.to_parquet(args.output, index=False)
+        write_output(args.output, frame.to_parquet(index=False))
     else:
         text = frame.to_csv(index=False) if args.format == "csv" else frame.to_json(orient="records", indent=1)
+        text = text if text.endswith("\n") else text + "\n"
         if args.output:
-            Path(args.output).write_text(text)
+            write_output(args.output, text.encode())
         else:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.write(text)
     return 0

@@ -65,13 +65,15 @@ def _registries(kind: str | None) -> list[Any]:
 def run_list(args: argparse.Namespace) -> int:
     listing: dict[str, list[dict[str, Any]]] = {}
     console = render.out()
-    for registry in _registries(args.kind):
-        rows = []
-        for name, cls in registry.all_classes().items():
-            rows.append({"name": name, "error": registry.plugin_errors.get(name, "failed to load")} if cls is None else {**describe(cls), "name": name})
-        listing[registry.kind + "s"] = rows
+    with render.stdout_to_stderr():  # a plugin may print as it loads or is built
+        for registry in _registries(args.kind):
+            listing[registry.kind + "s"] = [
+                {"name": name, "error": registry.plugin_errors.get(name, "failed to load")} if cls is None else {**describe(cls), "name": name}
+                for name, cls in registry.all_classes().items()
+            ]
+    for kind, rows in listing.items():
         if not args.json:
-            console.print(f"[bold]{registry.kind}s[/]")
+            console.print(f"[bold]{kind}[/]")
             width = max(len(r["name"]) for r in rows)
             room = max(20, console.width - width - 8)  # one line per strategy, whatever the terminal
             for row in rows:
@@ -87,31 +89,32 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     found = []
-    for registry in _registries(None):
-        try:
-            found.append(registry.get(args.name))
-        except UnknownNameError:
-            continue
-    if not found:
-        from arena.registry import ATTACKERS, DEFENDERS
+    with render.stdout_to_stderr():  # a plugin may print as it loads or is built
+        for registry in _registries(None):
+            try:
+                found.append(registry.get(args.name))
+            except UnknownNameError:
+                continue
+        if not found:
+            from arena.registry import ATTACKERS, DEFENDERS
 
-        raise UnknownNameError("strategy", args.name, ATTACKERS.names() + DEFENDERS.names())
-    described = [describe(cls) for cls in found]
+            raise UnknownNameError("strategy", args.name, ATTACKERS.names() + DEFENDERS.names())
+        described = [describe(cls) for cls in found]
     if args.json:
         print(json.dumps(described if len(described) > 1 else described[0], default=str))
         return 0
     console = render.out()
     for d in described:
-        console.print(f"[bold]{args.name}[/] ({d['kind']}, version {d['version']}, code {d['code']})", highlight=False)
-        console.print(d["summary"], highlight=False)
-        console.print(f"[bold]paper[/]: {d['paper']}", highlight=False)
-        console.print(f"[bold]deviations[/]: {d['deviations']}", highlight=False)
+        console.print(f"[bold]{render.plain(args.name)}[/] ({render.plain(d['kind'])}, version {render.plain(d['version'])}, code {render.plain(d['code'])})", highlight=False)
+        console.print(d["summary"], highlight=False, markup=False)
+        console.print(f"[bold]paper[/]: {render.plain(d['paper'])}", highlight=False)
+        console.print(f"[bold]deviations[/]: {render.plain(d['deviations'])}", highlight=False)
         if d["requires"]:
-            console.print("[bold]requires[/]: " + ", ".join(f"{k}={v}" for k, v in d["requires"].items()), highlight=False)
+            console.print("[bold]requires[/]: " + render.plain(", ".join(f"{k}={v}" for k, v in d["requires"].items())), highlight=False)
         table = Table(title="hyperparameters", title_justify="left")
         for column in ("name", "default", "space", "searched over", "meaning"):
             table.add_column(column, overflow="fold")
         for p, v in d["params"].items():
-            table.add_row(p, repr(v["default"]), v["space"], _search_text(v["search"]), v["help"] or "")
+            table.add_row(*(render.plain(cell) for cell in (p, repr(v["default"]), v["space"], _search_text(v["search"]), v["help"] or "")))
         console.print(table if d["params"] else "no hyperparameters")
     return 0

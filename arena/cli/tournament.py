@@ -8,6 +8,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from arena.cli import render
+from arena.cli.options import number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster to attach to (default: $RAY_ADDRESS, else start Ray locally)")
-    p.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all cores)")
+    p.add_argument("--cpus", type=number(low=1, integer=True), default=None, help="CPUs for a local Ray (default: all cores)")
     p.add_argument(
-        "--gpus-per-task", type=float, default=None, metavar="SHARE", help="GPU share of each match, e.g. 0.25 packs four per card (default: the suite's gpus_per_task, else 0: CPUs)"
+        "--gpus-per-task", type=number(), default=None, metavar="SHARE", help="GPU share of each match, e.g. 0.25 packs four per card (default: the suite's gpus_per_task, else 0: CPUs)"
     )
     add_compute_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -38,9 +39,9 @@ def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, qui
     from arena.tournament import Summary, run_tournament
 
     n = len(suite.matches())
-    render.err.print(f"suite {suite.name}: {len(suite.attackers)} attackers × {len(suite.defenders)} defenders × {len(suite.seeds)} seeds = {n} matches on {suite.dataset}")
+    render.err.print(f"suite {render.plain(suite.name)}: {len(suite.attackers)} attackers × {len(suite.defenders)} defenders × {len(suite.seeds)} seeds = {n} matches on {render.plain(suite.dataset)}")
     for (attacker, defender), why in suite.not_applicable.items():
-        render.err.print(f"  n/a: {attacker.name} vs {defender.name}: {why} (not run; scored as the published model deployed as it is)")
+        render.err.print(f"  n/a: {render.plain(attacker.name)} vs {render.plain(defender.name)}: {render.plain(why)} (not run; scored as the published model deployed as it is)")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     results = default_results()
-    summary = play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
-    frame = results.frame(suite.name)
+    with render.stdout_to_stderr():  # Ray starts in here: its processes never write to our stdout
+        summary = play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
+        frame = results.frame(suite.name)
     if args.json:
         print(frame.to_json(orient="records"))
     else:
