@@ -8,6 +8,7 @@ cannot move (Balduzzi et al., "Re-evaluating evaluation", 2018: Nash averaging).
 
 from __future__ import annotations
 
+import io
 import math
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -128,10 +129,26 @@ def _tidy(p: np.ndarray) -> np.ndarray:
 def solve_zero_sum(matrix: np.ndarray, max_entropy: bool = True) -> ZeroSumSolution:
     """Equilibrium of the zero-sum game where the row player receives `matrix` and the column player its negation."""
     a = _check(matrix)
+    # The equilibria do not change when every cell is divided by one positive number, but the LP
+    # solver does: HiGHS refuses coefficients beyond 1e15 and drops those below 1e-9. So the game
+    # is solved with its largest cell brought into (0.5, 1] by a power of two (exact, and no
+    # change at all for utilities CA − ASR whose largest is above 0.5), and the figures scaled back.
+    exponent = _scale_exponent(float(np.abs(a).max()))
+    a = np.ldexp(a, -exponent)
     value, x, y = _maximin(a)
     if max_entropy:
         x, y = _tidy(_max_entropy(a, value, x, y)), _tidy(_max_entropy(-a.T, -value, y, x))
-    return ZeroSumSolution(value=value, defender=x, attacker=y, exploitability=exploitability(a, x, y))
+    value = min(max(value, float(a.min())), float(a.max()))  # a game's value lies between its cells, whatever the solver's last digit
+    with np.errstate(over="ignore"):  # a solve that failed on cells near the float limit: an infinite exploitability says so
+        return ZeroSumSolution(value=float(np.ldexp(value, exponent)), defender=x, attacker=y, exploitability=float(np.ldexp(exploitability(a, x, y), exponent)))
+
+
+def _scale_exponent(largest: float) -> int:
+    """The e with largest / 2**e in (0.5, 1]; 0 for an all-zero game."""
+    if largest == 0:
+        return 0
+    mantissa, exponent = math.frexp(largest)  # largest = mantissa · 2**exponent, mantissa in [0.5, 1)
+    return exponent - 1 if mantissa == 0.5 else exponent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,27 +291,54 @@ def read_matrix_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
     """A utility matrix from CSV: the first row holds the attacker labels after an empty corner
     cell, the first column the defender labels, the cells the defender's utility. Every cell
     must be a finite number and no label may repeat (a clear UsageError otherwise)."""
-    import pandas as pd
+    from arena.errors import UsageError
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise UsageError(f"no matrix file at {path}.") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory; give the path of a CSV file.") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({exc.strerror or exc}).") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a spreadsheet's export may open with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start} is {raw[exc.start : exc.start + 1]!r}); save it as UTF-8 CSV.") from None
+    return parse_matrix_csv(text, path)
+
+
+def parse_matrix_csv(text: str, where: str) -> tuple[list[str], list[str], np.ndarray]:
+    """The labels and cells of a CSV utility matrix (see `read_matrix_csv`); `where` names it in errors."""
+    import csv
 
     from arena.errors import UsageError
 
-
     try:
-        frame = pd.read_csv(path, index_col=0)
-    except FileNotFoundError:
-        raise UsageError(f"no matrix file at {path}.") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not a readable CSV matrix ({exc}).") from None
-    if frame.empty:
-        raise UsageError(f"{path} holds no cells: the first row names the attackers, the first column the defenders.")
-    try:
-        values = frame.to_numpy(dtype=float)
-    except ValueError as exc:
-        raise UsageError(f"{path} has a cell that is not a number ({exc}).") from None
-    if not np.all(np.isfinite(values)):
-        raise UsageError(f"{path} has empty or non-finite cells; the game needs every cell.")
-    rows, cols = [str(r) for r in frame.index], [str(c) for c in frame.columns]
+        lines = [row for row in csv.reader(io.StringIO(text, newline="")) if any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        raise UsageError(f"{where} is not a readable CSV matrix ({exc}).") from None
+    if len(lines) < 2 or len(lines[0]) < 2:
+        raise UsageError(f"{where} holds no cells: the first row names the attackers after an empty corner cell, the first column the defenders.")
+    cols = [c.strip() for c in lines[0][1:]]
+    rows, values = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if len(line) != len(lines[0]):
+            raise UsageError(f"{where}: row {number} has {len(line)} fields, the header {len(lines[0])}; every row is a defender label and one cell per attacker.")
+        rows.append(line[0].strip())
+        for col, cell in zip(cols, line[1:]):
+            try:
+                value = float(cell)
+            except ValueError:
+                raise UsageError(f"{where}: the cell of defender {rows[-1]!r} against attacker {col!r} (row {number}) is {cell!r}, not a number.") from None
+            if not math.isfinite(value):
+                raise UsageError(f"{where}: the cell of defender {rows[-1]!r} against attacker {col!r} (row {number}) is {cell!r}; the game needs a finite number in every cell.")
+            values.append(value)
     for what, labels in (("defender (row)", rows), ("attacker (column)", cols)):
-        if len(set(labels)) != len(labels):
-            raise UsageError(f"{path} repeats a {what} label.")
-    return rows, cols, values
+        if not all(labels):
+            raise UsageError(f"{where} has an empty {what} label.")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise UsageError(f"{where} repeats the {what} label {repeated[0]!r}.")
+    return rows, cols, np.array(values, dtype=float).reshape(len(rows), len(cols))
