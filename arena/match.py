@@ -260,7 +260,7 @@ def defense_stage(
             else:
                 box = sandbox.enter_context(Sandbox(StrategyRef.of(type(defender), "defender"), compute=compute))
                 t0 = time.perf_counter()  # the defense's own time, without the worker's start
-                outcome = run_defender(box, defender, task, store.blob_path(attacked.sha256).read_bytes(), attacked.sha256, manifest, splits, seed, compute, prefixed(progress, "defense"))
+                outcome = run_defender(box, defender, task, store.verified_blob(attacked.sha256), attacked.sha256, manifest, splits, seed, compute, prefixed(progress, "defense"))
             seconds_defense = time.perf_counter() - t0
             deployed, system, system_filter = deployed_system(outcome, model, fallback)
             deployed = "n/a" if not_applicable else deployed

@@ -26,7 +26,7 @@ from arena.device import CPU, Compute, check_gpus_per_task, cluster_gpus, comput
 from arena.match import AttackRecord, attack_stage, defense_stage
 from arena.results import ResultsStore
 from arena.specs import AttackSpec, MatchSpec
-from arena.store import ArtifactStore, arena_home
+from arena.store import ArtifactStore, arena_home, home_lock
 from arena.suite import Suite
 
 
@@ -372,6 +372,21 @@ def run_tournament(
     the suite's) of a GPU per job. Every job computes under one Compute (`device`, `amp`); a row
     computed under another numerics class (CPU, GPU, mixed precision) is not this run's: its
     match is played again, so one game never mixes the two (docs/design.md §11)."""
+    with home_lock(arena_home(), f"suite {suite.name!r}"):
+        return _run_tournament(suite, results, executor, address, num_cpus, on_update, device, amp, gpus_per_task)
+
+
+def _run_tournament(
+    suite: Suite,
+    results: ResultsStore,
+    executor: Executor | None,
+    address: str | None,
+    num_cpus: int | None,
+    on_update: ProgressHook | None,
+    device: str,
+    amp: bool,
+    gpus_per_task: float | None,
+) -> Summary:
     start = time.perf_counter()
     gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
     # known before Ray starts; the cluster's own GPUs are checked once it is up
