@@ -1,5 +1,11 @@
 """The strategy contract: the checks every attacker and defender must pass, on tiny data.
 
+Adversarial: the strategy is run as a tournament runs it, in its sandbox (arena/sandbox.py),
+twice; its module is first imported in a worker of its own, so a module that exits or crashes
+on import fails before arena imports it; an input filter is asked as the evaluator asks it
+(mixed batches, twice); and what the strategy's code reached for (files, listings, sockets,
+subprocesses, object walks, frame inspection) is reported, each attempt a failed check.
+
 Used three ways: `arena check defender NAME` (or `path/to/file.py:ClassName`), the test base
 classes `AttackerContract` / `DefenderContract` that plugin authors subclass in their own test
 suites, and arena's own tests over every built-in strategy.
@@ -7,10 +13,9 @@ suites, and arena's own tests over every built-in strategy.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +24,12 @@ from typing import Any, cast
 
 import torch
 
-from arena import data as data_module
-from arena.device import DeviceGuard
+from arena.device import CPU
 from arena.errors import ArenaError, StrategyError, UsageError
+from arena.evaluator import FilterInconsistent
 from arena.registry import ATTACKERS, DEFENDERS, RegistrationError, Registry
+from arena.sandbox import Sandbox, SandboxLimits, SandboxTimeout, StrategyRef, sandbox_mode
+from arena.sandbox import doctor as sandbox_doctor
 from arena.strategy import Attacker, Defender, Strategy
 
 CHECK_EPOCHS = 3  # the tiny task's training budget
@@ -63,41 +70,6 @@ def load_strategy(kind: str, ref: str) -> type[Strategy]:
     return registry.get(ref)
 
 
-def _timed(fn: Callable[[], Any], limit_s: float) -> Any:
-    """Run fn in a thread; a TimeoutError if it does not return within limit_s (the thread is
-    abandoned: the CLI exits after reporting, and Ray workers are killed by the tournament)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(limit_s)
-    if thread.is_alive():
-        raise TimeoutError(f"did not finish within its time budget of {limit_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-class _FenceDatasets:
-    """While active, any attempt to load a dataset through arena raises BoundaryViolation."""
-
-    def __enter__(self) -> None:
-        def fence(name: str) -> Any:
-            raise BoundaryViolation("the strategy loaded a dataset itself; it must use only what its context gives it")
-
-        self.previous = data_module._fence
-        data_module._fence = fence
-
-    def __exit__(self, *exc: Any) -> None:
-        data_module._fence = self.previous
-
-
 def _tiny(architecture: str = "badnets_cnn") -> tuple[Any, Any]:
     from arena.data import load_dataset, player_splits
     from arena.match import task_for
@@ -135,50 +107,70 @@ def _metadata_checks(cls: Any, registry: Registry) -> list[Check]:
         out.append(Check("hyperparameter space", False, f"{type(exc).__name__}: {exc}"))
         return out
     try:
-        from ray import cloudpickle
-
-        clone = cloudpickle.loads(cloudpickle.dumps(instance))
-        assert clone.params == instance.params
-        out.append(Check("picklable for Ray workers", True))
-    except Exception as exc:
-        out.append(Check("picklable for Ray workers", False, f"{type(exc).__name__}: {exc}"))
+        StrategyRef.of(cls, registry.kind)
+        out.append(Check("importable by the sandbox", True, f"{cls.__module__}.{cls.__qualname__}"))
+    except ArenaError as exc:
+        out.append(Check("importable by the sandbox", False, str(exc)))
     return out
 
 
-def _run_twice(run: Callable[[], Any], what: str, time_budget_s: float, guard: DeviceGuard | None = None) -> tuple[list[Any], Check]:
-    """Run a strategy twice under the dataset fence and the time budget: (outputs, its check).
-    The second run is watched by `guard`, the fake device (arena/device.py): it observes and
-    changes no number, so the two runs must still agree. The outputs are empty when the run
-    failed; the check then says how."""
+def _sandbox_check(mode: str) -> Check:
+    return Check("runs sandboxed", True, f"mode {mode}: " + sandbox_doctor()["guarantees"])
 
-    def watched() -> Any:
-        with guard or contextlib.nullcontext():  # a torch function mode is per thread: entered in the run's own
-            return run()
 
+def _reached_for(attempts: list[dict[str, Any]]) -> Check:
+    """What the strategy's own code reached for, as its worker's audit hook saw it (arena/sandbox.py)."""
+    if not attempts:
+        return Check("stays inside its row", True, "no file, listing, socket, subprocess, object walk or frame inspection outside its own module")
+    shown = "; ".join(f"{a.get('event')} {a.get('detail', '')}".strip() for a in attempts[:20])
+    more = f" (and {len(attempts) - 20} more)" if len(attempts) > 20 else ""
+    blocked = "each was blocked by the sandbox" if sandbox_mode() == "bwrap" else "the weaker process sandbox blocks none of the file or network ones"
+    return Check("stays inside its row", False, f"it reached for: {shown}{more}; {blocked}. A strategy needs only what its context gives it.")
+
+
+def _failed_run(exc: BaseException, what: str) -> Check:
+    if isinstance(exc, BoundaryViolation):
+        return Check("information boundary", False, str(exc))
+    if isinstance(exc, TimeoutError):
+        return Check("time budget", False, str(exc))
+    if isinstance(exc, FilterInconsistent):
+        return Check("input filter judges each input alone", False, str(exc))
+    if isinstance(exc, StrategyError) and "on a GPU this is a device mismatch" in str(exc):
+        return Check("keeps its tensors on the job's device", False, str(exc))
+    if isinstance(exc, ArenaError):
+        return Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
+    return Check(f"runs on tiny data and returns a valid {what}", False, f"the hook raised {type(exc).__name__}: {exc}")
+
+
+def _states_equal(a: dict[str, torch.Tensor] | None, b: dict[str, torch.Tensor] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _timed_request(box: Sandbox, time_budget_s: float, run: Callable[[], Any]) -> Any:
+    """Run one request against the time budget: the worker is killed when it runs past it."""
+    box.set_deadline(time_budget_s)
+    start = time.perf_counter()
     try:
-        with _FenceDatasets():
-            outs = []
-            for attempt in (run, watched):
-                start = time.perf_counter()
-                outs.append(_timed(attempt, time_budget_s))
-        return outs, Check(f"runs on tiny data and returns a valid {what}", True, f"{time.perf_counter() - start:.1f} s")
-    except BoundaryViolation as exc:
-        return [], Check("information boundary", False, str(exc))
-    except TimeoutError as exc:
-        return [], Check("time budget", False, str(exc))
-    except StrategyError as exc:
-        if guard is not None and "on a GPU this is a device mismatch" in str(exc):
-            return [], Check("keeps its tensors on the job's device", False, str(exc))
-        return [], Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
+        return run()
+    except SandboxTimeout:
+        raise TimeoutError(f"did not finish within its time budget of {time_budget_s:g} s") from None
+    finally:
+        box.seconds_last = time.perf_counter() - start
+
+
+def probe_import(ref: StrategyRef) -> Check:
+    """Import the strategy's module in a worker before arena imports it anywhere: a module that
+    exits, crashes or hangs on import fails here, with what it did."""
+    try:
+        with Sandbox(ref, SandboxLimits(wall_seconds=120.0)):
+            pass
+    except SandboxTimeout:
+        return Check("imports cleanly in the sandbox", False, "importing its module did not finish within 120 s")
     except ArenaError as exc:
-        return [], Check(f"runs on tiny data and returns a valid {what}", False, str(exc))
-    except Exception as exc:
-        return [], Check(f"runs on tiny data and returns a valid {what}", False, f"the hook raised {type(exc).__name__}: {exc}")
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        return Check("imports cleanly in the sandbox", False, f"importing its module failed: {exc}")
+    return Check("imports cleanly in the sandbox", True)
 
 
 def check_attacker(cls: type[Attacker], time_budget_s: float = 60.0) -> list[Check]:
@@ -186,14 +178,20 @@ def check_attacker(cls: type[Attacker], time_budget_s: float = 60.0) -> list[Che
     if not all(c.ok for c in checks):
         return checks
     task, splits = _tiny()
-    guard = DeviceGuard(f"attacker {cls.name!r}")
-    guard.adopt(splits.attacker)
-    outs, ran = _run_twice(lambda: cls().attack(task, splits.attacker, torch.Generator().manual_seed(11)), "AttackOutput", time_budget_s, guard)
-    checks.append(ran)
-    if not outs:
-        return checks
-    same = _same_weights(outs[0].model, outs[1].model) and [t.to_dict() for t in outs[0].triggers] == [t.to_dict() for t in outs[1].triggers]
+    ref = StrategyRef.of(cls, "attacker")
+    outs, attempts = [], []
+    try:
+        for guarded in (False, True):  # the second run under the fake device (arena/device.py)
+            with Sandbox(ref) as box:
+                reply = _timed_request(box, time_budget_s, lambda: box.attack(cls(), task, splits.attacker, 11, CPU, device_guard=guarded))  # noqa: B023
+                attempts = box.attempts()
+                outs.append(reply)
+    except Exception as exc:
+        return [*checks, _failed_run(exc, "AttackOutput")]
+    checks.append(Check("runs on tiny data and returns a valid AttackOutput", True, f"{box.seconds_last:.1f} s"))
+    same = _states_equal(outs[0].tensors, outs[1].tensors) and outs[0].header["triggers"] == outs[1].header["triggers"]
     checks.append(Check("deterministic under a seed", same, "" if same else "two runs with the same generator seed gave different models or triggers"))
+    checks += [_sandbox_check(sandbox_mode()), _reached_for(attempts)]
     return checks
 
 
@@ -201,40 +199,72 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     checks = _metadata_checks(cls, DEFENDERS)
     if not all(c.ok for c in checks):
         return checks
-    task, splits = _tiny(_architecture_for(cls()))
-    victim = ATTACKERS.get("badnets")().attack(task, splits.attacker, torch.Generator().manual_seed(3)).model
-    before = {k: v.clone() for k, v in victim.state_dict().items()}
-    clean_before = splits.clean.x.clone()
-    guard = DeviceGuard(f"defender {cls.name!r}")
-    guard.adopt(victim, splits.clean, splits.test)
+    from arena.evaluator import filter_answers
+    from arena.match import run_defender
+    from arena.store import ArtifactStore
 
-    def run() -> Any:
-        outcome = cls().defend(victim, task, splits.clean, torch.Generator().manual_seed(5))
-        if outcome.input_filter is not None:  # the evaluator queries a filter on the job's device too
-            outcome.input_filter.accept(outcome.model or victim, splits.test.x[:64])
-        return outcome
+    defender = cls()
+    task, splits = _tiny(_architecture_for(defender))
+    with tempfile.TemporaryDirectory(prefix="arena-check-") as home:
+        store = ArtifactStore(Path(home))
+        attack = ATTACKERS.get("badnets")().attack(task, splits.attacker, torch.Generator().manual_seed(3))
+        manifest = store.save("victim", attack.model, {"published_architecture": task.architecture, "origins": []})
+        weights = store.verified_blob(manifest["sha256"])
+    versions = [splits.test.x, *(t.apply(splits.test.x) for t in attack.triggers)]
+    ref = StrategyRef.of(cls, "defender")
+    outs, attempts = [], []
+    try:
+        for guarded in (False, True):  # the second run under the fake device (arena/device.py)
+            with Sandbox(ref) as box:
 
-    outs, ran = _run_twice(run, "DefenseOutcome", time_budget_s, guard)
-    checks.append(ran)
-    if not outs:
-        return checks
-    untouched = all(torch.equal(before[k], v) for k, v in victim.state_dict().items()) and torch.equal(clean_before, splits.clean.x)
-    checks.append(Check("leaves the given model and data untouched", untouched, "" if untouched else "the caller's model or clean split changed"))
-    same = outs[0].verdict == outs[1].verdict and (outs[0].model is None) == (outs[1].model is None)
-    if same and outs[0].model is not None:
-        same = _same_weights(outs[0].model, outs[1].model)
-    if same and outs[0].input_filter is not None:
-        same = torch.equal(outs[0].input_filter.accept(outs[0].model or victim, splits.test.x), outs[1].input_filter.accept(outs[1].model or victim, splits.test.x))
+                def run() -> Any:
+                    return run_defender(box, defender, task, weights, manifest["sha256"], manifest, splits, 5, CPU, lambda *_: None, device_guard=guarded)  # noqa: B023
+
+                outcome = _timed_request(box, time_budget_s, run)
+                answers = None
+                if outcome.input_filter is not None:  # asked as the evaluator asks: mixed batches, twice
+                    answers = _timed_request(box, time_budget_s, lambda: filter_answers(outcome.input_filter, attack.model, versions, seed=7))  # noqa: B023
+                attempts = box.attempts()
+                state = None if outcome.model is None else {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+                outs.append((outcome.verdict, state, answers))
+    except Exception as exc:
+        return [*checks, _failed_run(exc, "DefenseOutcome")]
+    checks.append(Check("runs on tiny data and returns a valid DefenseOutcome", True, f"{box.seconds_last:.1f} s"))
+    (v1, s1, a1), (v2, s2, a2) = outs
+    same = v1 == v2 and _states_equal(s1, s2) and (a1 is None) == (a2 is None) and (a1 is None or all(torch.equal(x, y) for x, y in zip(a1, a2 or [])))
     checks.append(Check("deterministic under a seed", same, "" if same else "two runs with the same generator seed gave different outcomes"))
+    if a1 is not None:
+        checks.append(Check("input filter judges each input alone", True, "the same answers in mixed batches of clean and triggered inputs, asked twice"))
+    checks += [_sandbox_check(sandbox_mode()), _reached_for(attempts)]
     return checks
 
 
 def check(kind: str, ref: str, time_budget_s: float = 60.0) -> list[Check]:
+    probe = _probe_before_loading(kind, ref)
+    if probe is not None and not probe.ok:
+        return [probe]
     cls = load_strategy(kind, ref)
     base = Attacker if kind == "attacker" else Defender
     if not isinstance(cls, type) or not issubclass(cls, base):
         return [Check("metadata", False, f"{ref} is not a subclass of arena.strategy.{base.__name__}")]
-    return check_attacker(cast(type[Attacker], cls), time_budget_s) if kind == "attacker" else check_defender(cast(type[Defender], cls), time_budget_s)
+    results = check_attacker(cast(type[Attacker], cls), time_budget_s) if kind == "attacker" else check_defender(cast(type[Defender], cls), time_budget_s)
+    return ([probe] if probe is not None else []) + results
+
+
+def _probe_before_loading(kind: str, ref: str) -> Check | None:
+    """The import probe for what arena has not imported yet: a file, or an installed plugin."""
+    if ":" in ref and ref.split(":", 1)[0].endswith(".py"):
+        path_text, cls_name = ref.split(":", 1)
+        path = Path(path_text)
+        if not path.is_file():
+            raise UsageError(f"no file {path}.")
+        return probe_import(StrategyRef(kind, cls_name, f"arena_check_{path.stem}", cls_name, str(path.resolve())))
+    registry: Registry = ATTACKERS if kind == "attacker" else DEFENDERS
+    point = registry._plugin_points().get(ref)
+    if point is None or ref in registry._builtins:
+        return None
+    module, _, attr = point.value.partition(":")
+    return probe_import(StrategyRef(kind, ref, module.strip(), attr.strip() or ref))
 
 
 # ---------------------------------------------------------------------------------------------

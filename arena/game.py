@@ -134,13 +134,16 @@ def solve_zero_sum(matrix: np.ndarray, max_entropy: bool = True) -> ZeroSumSolut
     # is solved with its largest cell brought into (0.5, 1] by a power of two (exact, and no
     # change at all for utilities CA − ASR whose largest is above 0.5), and the figures scaled back.
     exponent = _scale_exponent(float(np.abs(a).max()))
-    a = np.ldexp(a, -exponent)
-    value, x, y = _maximin(a)
+    scaled = np.ldexp(a, -exponent)
+    value, x, y = _maximin(scaled)
     if max_entropy:
-        x, y = _tidy(_max_entropy(a, value, x, y)), _tidy(_max_entropy(-a.T, -value, y, x))
-    value = min(max(value, float(a.min())), float(a.max()))  # a game's value lies between its cells, whatever the solver's last digit
+        x, y = _tidy(_max_entropy(scaled, value, x, y)), _tidy(_max_entropy(-scaled.T, -value, y, x))
     with np.errstate(over="ignore"):  # a solve that failed on cells near the float limit: an infinite exploitability says so
-        return ZeroSumSolution(value=float(np.ldexp(value, exponent)), defender=x, attacker=y, exploitability=float(np.ldexp(exploitability(a, x, y), exponent)))
+        gap = float(np.ldexp(exploitability(scaled, x, y), exponent))
+    # a game's value lies between its cells, whatever the solver's last digit (or a cell scaled
+    # down into the subnormal range) says
+    value = min(max(float(np.ldexp(value, exponent)), float(a.min())), float(a.max()))
+    return ZeroSumSolution(value=value, defender=x, attacker=y, exploitability=gap)
 
 
 def _scale_exponent(largest: float) -> int:

@@ -302,6 +302,7 @@ def run_defender(
     seed: int,
     compute: Compute,
     progress: ProgressFn,
+    device_guard: bool = False,
 ) -> DefenseOutcome:
     """The defender's outcome from its sandboxed worker, checked (docs/design.md §1): it gets the
     published weights as stored, the task, its clean split (none when it declares `data_free`)
@@ -311,7 +312,7 @@ def run_defender(
     who = f"defender {defender.name!r}"
     clean = splits.clean.subset(torch.arange(0)) if defender.data_free else splits.clean
     published = str(manifest.get("published_architecture", task.architecture))
-    reply = box.defend(defender, task, weights, sha256, published, manifest.get("origins", []), clean, seed, compute, progress)
+    reply = box.defend(defender, task, weights, sha256, published, manifest.get("origins", []), clean, seed, compute, progress, device_guard)
     repaired = None
     if reply.header.get("repaired") is True:
         repaired = published_builder(task)(manifest)

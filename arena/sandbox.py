@@ -293,7 +293,8 @@ def bwrap_command(extra_paths: list[Path], scratch: Path | None = None) -> list[
     assert path is not None
     binds = sorted({p.resolve() for p in [*_python_paths(), *extra_paths] if p.exists()}, key=lambda p: len(p.parts))
     secrets = _secret_paths()
-    args = [path, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds()]
+    # the scratch /tmp first: a folder bound below it later (a file's strategy) stays visible
+    args = [path, "--unshare-all", "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home", *_system_binds()]
     for bind in binds:
         if not _within(bind, secrets):  # a module inside the state home is not imported from there
             args += ["--ro-bind", str(bind), str(bind)]
@@ -302,7 +303,7 @@ def bwrap_command(extra_paths: list[Path], scratch: Path | None = None) -> list[
             args += ["--tmpfs", str(secret)]  # hidden under an empty folder
         elif secret.exists() and _within(secret, binds):
             args += ["--ro-bind", "/dev/null", str(secret)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home", "--chdir", "/tmp"]
+    args += ["--chdir", "/tmp"]
     if torch.cuda.is_available():  # the job's GPU: the device nodes only
         for node in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(node), str(node)]
@@ -382,8 +383,14 @@ class Sandbox:
         self._watchdog.start()
         sys_path = [p for p in sys.path if p and os.path.isdir(p)]
         self._send({"op": "hello", "sys_path": sys_path, "strategy": ref.to_dict()})
+        self.seconds_last = 0.0
         self.ready = self._expect("ready")
         self.seconds_start = time.perf_counter() - self.started
+
+    def set_deadline(self, seconds: float) -> None:
+        """Kill the worker `seconds` from now unless it is closed first (a request's own budget)."""
+        self._deadline = time.monotonic() + seconds
+        self.limits = SandboxLimits(self.limits.cpu_seconds, self.limits.memory_bytes, seconds)
 
     def _watch(self) -> None:
         while self.process.poll() is None:
@@ -435,6 +442,8 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.process.wait()
+        if self.mode == "bwrap" and 128 < code < 128 + 65:
+            code = 128 - code  # bubblewrap reports its child's death by signal as 128 + the signal
         if self._killed_for_time:
             return SandboxTimeout(f"{self.who} ran past its wall-clock limit of {self.limits.wall_seconds:g} s and was killed")
         if code == -signal.SIGXCPU:
@@ -620,7 +629,8 @@ class _Audit:
         self._busy = False
 
     def arm(self, strategy_files: set[str]) -> None:
-        self.allowed = tuple({str(Path(p).resolve()) for p in [sys.prefix, sys.base_prefix, *(p for p in sys.path if p)] if os.path.exists(p)})
+        scratch = [os.environ.get("HOME", ""), os.environ.get("TMPDIR", "")]  # the worker's own folder, its to use
+        self.allowed = tuple({str(Path(p).resolve()) for p in [sys.prefix, sys.base_prefix, *scratch, *(p for p in sys.path if p)] if p and os.path.exists(p)})
         self.strategy_files = strategy_files
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
@@ -631,11 +641,20 @@ class _Audit:
             if event == "sys._getframe" and not self._from_strategy():
                 return  # libraries look at frames all the time; the strategy's own look is the news
             detail = str(args[0])[:300] if args else ""
-            if event in ("open", "os.listdir", "os.scandir") and self._is_library(detail):
+            if event in ("open", "os.listdir", "os.scandir", "os.remove", "os.rename", "shutil.rmtree") and self._is_library(detail):
                 return
             self.records.append({"event": event, "detail": detail})
         finally:
             self._busy = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The worker's own moves (its fork per filter batch) are not the strategy's."""
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
 
     def _is_library(self, path: str) -> bool:
         if not path or path.isdigit():
@@ -737,14 +756,15 @@ class _Worker:
         attacker = self._strategy(header)
         task = _task_from(header["task"])
         compute = Compute.from_dict(header["compute"])
-        with pinned(), using(compute), _guarded(header.get("device_guard"), f"attacker {attacker.name!r}") as guard:
+        with pinned(), using(compute):
             data = Split(tensors["x"], tensors["y"]).to(compute.torch_device)
-            if guard is not None:
-                guard.adopt(data)
             generator = torch.Generator().manual_seed(int(header["seed"]))
-            start = time.perf_counter()
-            out = attacker.attack(task, data, generator, self.progress)
-            seconds = time.perf_counter() - start
+            with _guarded(header.get("device_guard"), f"attacker {attacker.name!r}") as guard:
+                if guard is not None:
+                    guard.adopt(data)
+                start = time.perf_counter()
+                out = attacker.attack(task, data, generator, self.progress)
+                seconds = time.perf_counter() - start
         state = {k: v.detach().cpu().contiguous() for k, v in out.model.state_dict().items()}
         self.send({"op": "attacked", "triggers": [t.to_dict() for t in out.triggers], "seconds": seconds}, state)
 
@@ -764,17 +784,20 @@ class _Worker:
         weights = bytes(tensors["weights"].numpy().tobytes())
         if hashlib.sha256(weights).hexdigest() != header["sha256"]:
             raise ValueError("the published weights do not match their SHA-256")
-        with pinned(), using(compute), _guarded(header.get("device_guard"), f"defender {defender.name!r}") as guard:
+        with pinned(), using(compute):
             model = published_builder(task)({"origins": header.get("origins", []), "published_architecture": header["published_architecture"], "key": "published"})
             model.load_state_dict(st_load(weights), strict=True)
             model.eval()
             clean = Split(tensors["clean_x"], tensors["clean_y"]).to(compute.torch_device)
-            if guard is not None:
-                guard.adopt(model, clean)
             generator = torch.Generator().manual_seed(int(header["seed"]))
-            start = time.perf_counter()
-            outcome = defender.defend(model, dataclasses.replace(task), clean, generator, self.progress)
-            seconds = time.perf_counter() - start
+            with _guarded(header.get("device_guard"), f"defender {defender.name!r}") as guard:
+                if guard is not None:
+                    guard.adopt(model, clean)
+                start = time.perf_counter()
+                outcome = defender.defend(model, dataclasses.replace(task), clean, generator, self.progress)
+                seconds = time.perf_counter() - start
+                if guard is not None and outcome.input_filter is not None:  # the filter runs on the job's device too
+                    outcome.input_filter.accept(outcome.model if outcome.model is not None else model, clean.x[:64])
         self.deployed = outcome.model if outcome.model is not None else model
         self.input_filter = outcome.input_filter
         verdict = None if outcome.verdict is None else outcome.verdict.to_dict()
@@ -789,7 +812,8 @@ class _Worker:
             self.send({"op": "accepted"}, {"accepted": self._accept(x)})  # no fork under CUDA
             return
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        with self.audit.paused():
+            pid = os.fork()
         if pid == 0:  # a fresh copy of the worker as `run` left it: nothing survives this batch
             os.close(read_end)
             code = 0

@@ -183,3 +183,61 @@ def test_a_strategy_that_moves_its_draws_to_the_device_passes_the_fake_device(br
 def test_a_hook_writing_into_its_clean_split_cannot_corrupt_the_callers(broken_file):
     results = check("defender", f"{broken_file}:Mutates", time_budget_s=10)
     assert all(c.ok for c in results)  # the hook got a private copy
+
+
+# ---------------------------------------------------------------------------------------------
+# The adversarial contract (issue 17): the red team of tests/fixture_plugins/arena_redteam.py
+
+
+@pytest.fixture(scope="module")
+def redteam():
+    import sys
+
+    from conftest import PLUGINS
+
+    sys.path.insert(0, PLUGINS)
+    DEFENDERS.refresh()
+    yield
+    sys.path.remove(PLUGINS)
+    DEFENDERS.refresh()
+
+
+def test_the_check_reports_each_thing_the_spy_reached_for(redteam):
+    results = {c.name: c for c in check("defender", "arena_redteam/spy", time_budget_s=30)}
+    reached = results["stays inside its row"]
+    assert not reached.ok
+    assert "gc.get_objects" in reached.detail and "sys._getframe" in reached.detail
+    assert all(c.ok for name, c in results.items() if name != "stays inside its row")
+
+
+def test_the_check_fails_a_filter_that_learns_across_batches(redteam):
+    results = check("defender", "arena_redteam/remembering_filter", time_budget_s=30)
+    bad = [c for c in results if not c.ok]
+    assert bad and bad[0].name == "input filter judges each input alone" and "depend on the batch" in bad[0].detail
+
+
+def test_a_well_behaved_defense_reaches_for_nothing():
+    results = {c.name: c for c in check("defender", "strip")}
+    assert results["stays inside its row"].ok and results["input filter judges each input alone"].ok
+
+
+EXITS_ON_IMPORT = """
+import os
+
+os._exit(0)
+"""
+
+CRASHES_ON_IMPORT = """
+import ctypes
+
+ctypes.string_at(0)
+"""
+
+
+@pytest.mark.parametrize("source, how", [(EXITS_ON_IMPORT, "exit code 0"), (CRASHES_ON_IMPORT, "signal SIGSEGV")])
+def test_a_module_that_exits_or_crashes_on_import_fails_the_check(tmp_path, source, how):
+    path = tmp_path / "hostile.py"
+    path.write_text(source)
+    results = check("defender", f"{path}:Anything")
+    assert len(results) == 1 and results[0].name == "imports cleanly in the sandbox" and not results[0].ok
+    assert how in results[0].detail
