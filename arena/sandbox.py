@@ -129,7 +129,7 @@ def sandbox_mode() -> str:
     else `process`. ARENA_SANDBOX is read from the driver's environment only."""
     asked = os.environ.get("ARENA_SANDBOX", "auto").strip().lower() or "auto"
     if asked not in MODES:
-        raise SandboxError(f"ARENA_SANDBOX must be one of {', '.join(MODES)}, got {asked!r}.")
+        raise UsageError(f"ARENA_SANDBOX must be one of {', '.join(MODES)}, got {asked!r}.")
     works, why = _bwrap_works()
     if asked == "bwrap" and not works:
         raise SandboxError(f"ARENA_SANDBOX=bwrap asks for the bubblewrap sandbox, but {why}.")

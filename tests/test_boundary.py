@@ -334,3 +334,17 @@ def test_sandboxed_failures_are_strategy_errors():
     from arena.errors import StrategyError
 
     assert issubclass(SandboxedFailure, StrategyError) and issubclass(FilterInconsistent, StrategyError)
+
+
+def test_arena_doctor_says_which_sandbox_is_in_force(capsys, monkeypatch):
+    from arena.cli import main
+
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sandbox"]["mode"] == sandbox_mode() and report["sandbox"]["mode"] in ("bwrap", "process")
+    monkeypatch.setenv("ARENA_SANDBOX", "process")
+    assert main(["doctor", "--json"]) == 0
+    assert "can read and write the user's files" in json.loads(capsys.readouterr().out)["sandbox"]["guarantees"]
+    monkeypatch.setenv("ARENA_SANDBOX", "chroot")
+    assert main(["doctor"]) == 2
+    assert "ARENA_SANDBOX must be one of auto, bwrap, process" in capsys.readouterr().err

@@ -273,3 +273,13 @@ def check_report(kind: str, strategy: str, results: list[Any], console: Console)
     for c in results:
         table.add_row(plain(c.name), "[green]pass[/]" if c.ok else "[red]FAIL[/]", plain(c.detail))
     console.print(table)
+
+
+def doctor_report(report: dict[str, Any], console: Console) -> None:
+    sandbox = report["sandbox"]
+    colour = "green" if sandbox["mode"] == "bwrap" else "yellow"
+    console.print(f"sandbox: [{colour}]{plain(sandbox['mode'])}[/] (ARENA_SANDBOX={plain(sandbox['asked'])})")
+    console.print(f"  bubblewrap: {plain(sandbox['bwrap'])}")
+    console.print(f"  guarantees: {plain(sandbox['guarantees'])}")
+    console.print(f"state home (ARENA_HOME): {plain(report['arena_home'])}")
+    console.print(f"torch {plain(report['torch'])}; CUDA device: {'yes' if report['cuda'] else 'no'}")
