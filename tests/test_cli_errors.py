@@ -367,7 +367,7 @@ def test_ctrl_c_exits_130_in_one_line_and_shuts_down_the_ray_it_started(tmp_path
     monkeypatch.setitem(sys.modules, "ray", ray)
     monkeypatch.setattr(tournament, "play", play)
     code, out, err = run_cli(capsys, ["tournament", str(suite_file(tmp_path / "s")), "--quiet"])
-    assert code == 130 and out == "" and err.strip() == "arena: error: interrupted; everything stored so far is kept."
+    assert code == 130 and out == "" and err.strip() == "arena: interrupted; everything stored so far is kept."
     assert ray.shutdowns == 1
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
 import arena
 from arena.cli import check, doctor, leaderboard, match, nash, oracle, results, strategies, tournament
-from arena.cli.render import error, notice_logging
+from arena.cli.render import err, error, notice_logging
 from arena.errors import ArenaError, UsageError
 
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if not ray_was_running:
             _shutdown_ray()
-        error("interrupted; everything stored so far is kept.")
+        err.print("arena: interrupted; everything stored so far is kept.", markup=False, highlight=False)
         return 130
 
 
@@ -63,6 +64,9 @@ def _shutdown_ray() -> None:
     """Stop the Ray this command started, so no worker or raylet outlives an interrupted run; a
     second Ctrl-C while it stops would only leave them orphaned, so it is ignored meanwhile."""
     if not _ray_running():
+        return
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        sys.modules["ray"].shutdown()
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
