@@ -12,6 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 import queue as queue_module
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,7 +328,10 @@ def run_defender(
 
 def _train_in_subprocess(attack: AttackSpec, root: str, label: str, queue: Any, compute: Compute) -> None:
     """Child process of `train_side_by_side`: one attack stage; progress goes back on `queue`.
-    Whatever the strategy prints goes to stderr: stdout belongs to the parent's result."""
+    Whatever the strategy prints goes to stderr: stdout belongs to the parent's result. Ctrl-C is
+    the parent's to handle (it shares the terminal's process group): the child, a daemon, ends
+    with it, without a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.dup2(2, 1)
     try:
         attack_stage(attack, ArtifactStore(Path(root)), lambda stage, done, total: queue.put((stage, done, total)), label, compute)

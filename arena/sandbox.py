@@ -287,7 +287,7 @@ def _within(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def bwrap_command(extra_paths: list[Path], scratch: Path | None = None) -> list[str]:
+def bwrap_command(extra_paths: list[Path], cuda: bool = False) -> list[str]:
     """The bubblewrap command line of one worker (without the program to run)."""
     path = _bwrap_path()
     assert path is not None
@@ -304,9 +304,10 @@ def bwrap_command(extra_paths: list[Path], scratch: Path | None = None) -> list[
         elif secret.exists() and _within(secret, binds):
             args += ["--ro-bind", "/dev/null", str(secret)]
     args += ["--chdir", "/tmp"]
-    if torch.cuda.is_available():  # the job's GPU: the device nodes only
+    if cuda:  # the job's GPU: its device nodes, and the driver's view of the hardware (CUDA and NVML read /sys)
         for node in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(node), str(node)]
+        args += ["--ro-bind", "/sys", "/sys"]
     return args
 
 
@@ -363,7 +364,7 @@ class Sandbox:
         paths = [*ref.source_paths(), *extra_paths]
         program = [sys.executable, "-m", "arena.sandbox"]
         if self.mode == "bwrap":
-            command = [*bwrap_command(paths), *program]
+            command = [*bwrap_command(paths, self.cuda), *program]
             env = worker_environment("/tmp/home")
             cwd = None
         else:

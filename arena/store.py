@@ -45,7 +45,7 @@ def arena_home() -> Path:
     return Path(cache) / "arena"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -112,10 +112,10 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         blob = self.blob_path(sha)
         if not blob.exists():
-            _atomic_write(blob, data)
+            atomic_write(blob, data)
         full = {**manifest, "key": key, "sha256": sha, "bytes": len(data)}
         full["hmac"] = self._mac(full)
-        _atomic_write(self.manifest_path(key), json.dumps(full, indent=2, sort_keys=True).encode())
+        atomic_write(self.manifest_path(key), json.dumps(full, indent=2, sort_keys=True).encode())
         return full
 
     def read_manifest(self, key: str) -> dict[str, Any] | None:

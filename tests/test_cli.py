@@ -1,11 +1,14 @@
 """The CLI: the headline command's JSON contract, and one clear error per bad input."""
 
 import json
+import os
 
 import pytest
 
 from arena import data
 from arena.cli import main
+from arena.protocol import DefenseOutcome
+from arena.strategy import Defender
 
 HEADLINE = ["match", "--attacker", "pruning_aware", "--defender", "fine_pruning", "--quiet"]
 
@@ -111,27 +114,27 @@ def test_list_shows_strategies_with_versions_and_papers(capsys):
     assert main(["list"]) == 0 and "pruning_aware" in capsys.readouterr().out
 
 
-def test_a_strategy_that_prints_cannot_corrupt_the_json_on_stdout(arena_home, capsys, monkeypatch):
-    from arena.protocol import DefenseOutcome
+class Chatty(Defender):
+    """Prints while it works (in its sandboxed worker, whose stdout is the driver's stderr)."""
+
+    name = "chatty"
+    version = "1"
+    paper = "test double"
+
+    def run(self, model, ctx):
+        print("hello from a plugin")
+        os.write(1, b"and to file descriptor 1\n")
+        return DefenseOutcome()
+
+
+def test_a_strategy_that_prints_cannot_corrupt_the_json_on_stdout(arena_home, capfd, monkeypatch):
     from arena.registry import DEFENDERS
-    from arena.strategy import Defender
-
-    class Chatty(Defender):
-        """Prints while it works."""
-
-        name = "chatty"
-        version = "1"
-        paper = "test double"
-
-        def run(self, model, ctx):
-            print("hello from a plugin")
-            return DefenseOutcome()
 
     monkeypatch.setitem(DEFENDERS._builtins, "chatty", Chatty)
     assert main(["match", "--attacker", "badnets", "--defender", "chatty", "--quiet", "--json", "--epochs", "1"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     assert json.loads(captured.out)["defender"]["name"] == "chatty"
-    assert "hello from a plugin" in captured.err
+    assert "hello from a plugin" in captured.err and "and to file descriptor 1" in captured.err
 
 
 def test_list_is_one_line_per_strategy_in_an_80_column_terminal(capsys, monkeypatch):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from arena.cli import render
+from arena.cli.options import number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="run the strategy contract on tiny data (for plugin authors)")
     p.add_argument("kind", choices=["attacker", "defender"])
     p.add_argument("strategy", help="registered name (e.g. package/name) or path/to/file.py:ClassName")
-    p.add_argument("--time-budget", type=float, default=60.0, help="seconds one run may take (default 60)")
+    p.add_argument("--time-budget", type=number(low=0, low_open=True), default=60.0, help="seconds one run may take (default 60)")
     p.set_defaults(func=run)
 
 

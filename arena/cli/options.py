@@ -62,9 +62,9 @@ def output_file(text: str) -> Path:
 def write_output(path: Path, data: bytes) -> None:
     """Replace the file `path` (an `output_file`) whole with `data`: a failure midway leaves the
     user's earlier file as it was, never half-written."""
-    from arena.store import _atomic_write  # the store's own mechanism: a temporary file, then a rename
+    from arena.store import atomic_write  # the store's own mechanism: a temporary file, then a rename
 
     try:
-        _atomic_write(path, data)
+        atomic_write(path, data)
     except OSError as exc:
         raise UsageError(f"cannot write {path} ({exc.strerror or exc}); nothing was written there.") from None
