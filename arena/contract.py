@@ -199,7 +199,7 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     checks = _metadata_checks(cls, DEFENDERS)
     if not all(c.ok for c in checks):
         return checks
-    from arena.evaluator import filter_answers
+    from arena.evaluator import ServedModel, filter_answers, predictions
     from arena.match import run_defender
     from arena.store import ArtifactStore
 
@@ -224,6 +224,9 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
                 answers = None
                 if outcome.input_filter is not None:  # asked as the evaluator asks: mixed batches, twice
                     answers = _timed_request(box, time_budget_s, lambda: filter_answers(outcome.input_filter, attack.model, versions, seed=7))  # noqa: B023
+                if isinstance(outcome.model, ServedModel):  # another architecture: judged by its predictions, asked fairly
+                    served = _timed_request(box, time_budget_s, lambda: predictions(outcome.model, versions, seed=8))  # noqa: B023
+                    answers = (answers or []) + served
                 attempts = box.attempts()
                 state = None if outcome.model is None else {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
                 outs.append((outcome.verdict, state, answers))
@@ -235,6 +238,8 @@ def check_defender(cls: type[Defender], time_budget_s: float = 60.0) -> list[Che
     checks.append(Check("deterministic under a seed", same, "" if same else "two runs with the same generator seed gave different outcomes"))
     if a1 is not None:
         checks.append(Check("input filter judges each input alone", True, "the same answers in mixed batches of clean and triggered inputs, asked twice"))
+    if isinstance(outcome.model, ServedModel):
+        checks.append(Check("served repaired model judges each input alone", True, "not the published architecture: it stays in its worker, and gave the same labels in mixed batches, asked twice"))
     checks += [_sandbox_check(sandbox_mode()), _reached_for(attempts)]
     return checks
 

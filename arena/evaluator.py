@@ -38,79 +38,112 @@ class Evaluation:
         return out
 
 
-# Two askings of a filter may disagree on this share of inputs before the filter is refused: an
-# honest filter's threshold can flip on an input whose score moved in the last bit when the
-# batch around it changed size (the kernels block the arithmetic differently).
+# Two askings may disagree on this share of inputs before the answers are refused: an honest
+# filter's threshold (or a served model's argmax) can flip on an input whose score moved in the
+# last bit when the batch around it changed size (the kernels block the arithmetic differently).
 FILTER_DISAGREEMENT_LIMIT = 0.001
 
 
 class FilterInconsistent(StrategyError):
-    """An input filter whose answers depend on the batch it is asked in, not on the input alone."""
+    """A defense's answers (a filter's, or a served model's predictions) that depend on the batch
+    they are asked in, not on the input alone."""
 
 
-def filter_answers(input_filter: InputFilter, model: nn.Module, versions: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
-    """Ask `input_filter` about every input of `versions` (the clean test inputs, then each
-    trigger's copies of them: equal lengths) so that it cannot tell clean from triggered by the
-    asking (docs/design.md §1, "Input filters are queried fairly"):
+def ask_fairly(ask: Callable[[torch.Tensor], torch.Tensor], versions: list[torch.Tensor], seed: int, what: str) -> list[torch.Tensor]:
+    """Ask a defense's code `ask(batch) -> one answer per input` about every input of `versions`
+    (the clean test inputs, then each trigger's copies of them: equal lengths) so that it cannot
+    tell clean from triggered by the asking (docs/design.md §1, "Input filters are queried fairly"):
 
     - Round one: as many batches as versions; each batch holds one version of every test image,
       a random one per image, in random order. Every batch mixes clean and triggered inputs, and
       no batch holds two versions of one image (whose difference would show the trigger).
     - Round two: the same inputs reshuffled across batches of another size and mixture.
     - The answers must be a function of the input: where more than FILTER_DISAGREEMENT_LIMIT of
-      them differ between the rounds, the filter is refused (FilterInconsistent), and its cell
-      fails with that reason. Round one's answers are returned, one boolean tensor per version.
+      them differ between the rounds, they are refused (FilterInconsistent), and the cell fails
+      with that reason. Round one's answers are returned, one tensor per version.
 
-    A sandboxed filter (arena/sandbox.py) answers each batch from a fresh fork of its worker, so
+    A sandboxed defense (arena/sandbox.py) answers each batch from a fresh fork of its worker, so
     nothing carries from one batch to the next; the rounds catch what batch context can still do.
     """
     count, n = len(versions), len(versions[0])
-    if n == 0:
-        return [torch.ones(0, dtype=torch.bool) for _ in versions]
     device = versions[0].device
     stacked = torch.stack(versions)  # (versions, n, C, H, W)
     generator = torch.Generator().manual_seed(seed)
+    rounds: list[torch.Tensor] = []
 
-    def ask(version: torch.Tensor, image: torch.Tensor, out: torch.Tensor) -> None:
-        answer = torch.as_tensor(input_filter.accept(model, stacked[version.to(device), image.to(device)]))
+    def ask_batch(version: torch.Tensor, image: torch.Tensor, out: list[torch.Tensor | None]) -> None:
+        answer = torch.as_tensor(ask(stacked[version.to(device), image.to(device)])).cpu()
         if answer.shape != (len(image),):
-            raise StrategyError(f"the input filter answered a batch of {len(image)} inputs with a tensor of shape {tuple(answer.shape)}; it must answer one boolean per input.")
-        out[version, image] = answer.bool().cpu()
+            raise StrategyError(f"the {what} answered a batch of {len(image)} inputs with a tensor of shape {tuple(answer.shape)}; it must answer once per input.")
+        table = out[0] if out[0] is not None else torch.zeros(count, n, dtype=answer.dtype)
+        table[version, image] = answer
+        out[0] = table
 
-    first = torch.zeros(count, n, dtype=torch.bool)
+    first: list[torch.Tensor | None] = [None]
     chosen = torch.argsort(torch.rand(n, count, generator=generator), dim=1)  # chosen[i, b]: image i's version in batch b
     for b in range(count):
         image = torch.randperm(n, generator=generator)
-        ask(chosen[image, b], image, first)
-    second = torch.zeros(count, n, dtype=torch.bool)
+        ask_batch(chosen[image, b], image, first)
+    second: list[torch.Tensor | None] = [None]
     everything = torch.randperm(count * n, generator=generator)
     size = max(1, n // 3 + 1)
     for start in range(0, count * n, size):
         flat = everything[start : start + size]
-        ask(flat // n, flat % n, second)
-    changed = int((first != second).sum())
+        ask_batch(flat // n, flat % n, second)
+    if first[0] is None or second[0] is None:
+        return [torch.zeros(0, dtype=torch.bool, device=device) for _ in versions]
+    rounds = [first[0], second[0]]
+    changed = int((rounds[0] != rounds[1]).sum())
     if changed > FILTER_DISAGREEMENT_LIMIT * count * n:
         raise FilterInconsistent(
-            f"the input filter answered {changed} of {count * n} inputs differently when asked again in other batches: its answers depend on the batch, "
-            "not on the input alone (a filter must judge each input by itself); the cell fails."
+            f"the {what} answered {changed} of {count * n} inputs differently when asked again in other batches: its answers depend on the batch, "
+            "not on the input alone (a defense must judge each input by itself); the cell fails."
         )
-    return [first[v].to(device) for v in range(count)]
+    return [rounds[0][v].to(device) for v in range(count)]
+
+
+def filter_answers(input_filter: InputFilter, model: nn.Module, versions: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
+    """The filter's accept/reject answers about `versions`, asked fairly (`ask_fairly`)."""
+    return ask_fairly(lambda x: torch.as_tensor(input_filter.accept(model, x)).bool(), versions, seed, "input filter")
+
+
+class ServedModel(nn.Module):
+    """A repaired model that is not the published architecture (e.g. a preprocessing step in
+    front of it): its weights cannot be handed back as data, so it stays in the defense's worker
+    and the evaluator asks it for predictions the way it asks a filter (`ask_fairly`). Calling it
+    directly is refused: every prediction goes through the fair asking."""
+
+    def __init__(self, predict_batch: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.predict_batch = predict_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise StrategyError("a served model answers only through the evaluator's fair asking (arena.evaluator.ask_fairly)")
+
+
+def predictions(model: nn.Module, versions: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
+    """The deployed model's labels for each version: computed here for a model the harness holds,
+    asked fairly of a served one."""
+    if isinstance(model, ServedModel):
+        return ask_fairly(model.predict_batch, versions, seed, "repaired model's predictions")
+    return [predict(model, v) for v in versions]
 
 
 def evaluate(model: nn.Module, triggers: list[Trigger], test: Split, input_filter: InputFilter | None = None, seed: int = 0) -> Evaluation:
     """CA and ASR of the deployed system (the model behind the filter, if any) on the test split.
     A filter is asked about clean and triggered inputs together (`filter_answers`, seeded by `seed`)."""
     bad_inputs = [trigger.apply(test.x) for trigger in triggers]
-    answers = filter_answers(input_filter, model, [test.x, *bad_inputs], seed) if input_filter is not None else None
+    versions = [test.x, *bad_inputs]
+    answers = filter_answers(input_filter, model, versions, seed) if input_filter is not None else None
+    labels = predictions(model, versions, seed + 1)
     accepted = None if answers is None else answers[0]
-    ca = metrics.clean_accuracy(predict(model, test.x), test.y, accepted)
+    ca = metrics.clean_accuracy(labels[0], test.y, accepted)
     per_trigger: dict[str, float] = {}
     far: dict[str, float] = {}
     for k, trigger in enumerate(triggers):
-        x_bad = bad_inputs[k]
         bad_accepted = None if answers is None else answers[k + 1]
         per_trigger[trigger.name] = metrics.attack_success_rate(
-            predict(model, x_bad), test.y, trigger.goal, bad_accepted, clean_acc=ca, clean_accepted=accepted
+            labels[k + 1], test.y, trigger.goal, bad_accepted, clean_acc=ca, clean_accepted=accepted
         )
         if bad_accepted is not None:
             eligible = trigger.goal.eligible(test.y) if trigger.goal.kind != "untargeted" else torch.ones_like(test.y, dtype=torch.bool)

@@ -39,7 +39,7 @@ from arena.capabilities import not_applicable_reason
 from arena.data import clean_count, load_dataset, player_splits
 from arena.device import CPU, Compute, store_key, using
 from arena.errors import ArtifactIntegrityError, ParamError
-from arena.evaluator import Evaluation, deployed_system, evaluate, trigger_targets
+from arena.evaluator import Evaluation, ServedModel, deployed_system, evaluate, trigger_targets
 from arena.models import build_model
 from arena.protocol import (
     DefenseOutcome,
@@ -308,17 +308,21 @@ def run_defender(
     """The defender's outcome from its sandboxed worker, checked (docs/design.md §1): it gets the
     published weights as stored, the task, its clean split (none when it declares `data_free`)
     and a seed. A repaired model must load strictly into the published architecture and answer
-    the task; a verdict must be a flag, a number and labels of the task; an input filter stays in
-    the worker and is asked by the evaluator (`SandboxedFilter`)."""
+    the task (a repaired model of another architecture, e.g. a preprocessing step in front of the
+    published one, stays in the worker and is asked for predictions: `ServedModel`); a verdict
+    must be a flag, a number and labels of the task; an input filter stays in the worker and is
+    asked by the evaluator (`SandboxedFilter`)."""
     who = f"defender {defender.name!r}"
     clean = splits.clean.subset(torch.arange(0)) if defender.data_free else splits.clean
     published = str(manifest.get("published_architecture", task.architecture))
     reply = box.defend(defender, task, weights, sha256, published, manifest.get("origins", []), clean, seed, compute, progress, device_guard)
-    repaired = None
-    if reply.header.get("repaired") is True:
+    repaired: nn.Module | None = None
+    if reply.header.get("repaired") == "weights":
         repaired = published_builder(task)(manifest)
         load_returned_weights(repaired, reply.tensors, who, "repaired model")
         check_logits(repaired, task, who, compute.torch_device)
+    elif reply.header.get("repaired") == "served":  # not the published architecture: it answers from its worker
+        repaired = ServedModel(lambda x: box.ask_predictions(x, task.num_classes))
     return DefenseOutcome(
         model=repaired,
         input_filter=SandboxedFilter(box) if reply.header.get("filter") is True else None,

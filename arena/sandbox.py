@@ -337,6 +337,10 @@ def _limit_child(limits: SandboxLimits, cuda: bool) -> Callable[[], None]:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.setsid()  # its own process group: the driver kills the whole tree
+        with contextlib.suppress(OSError, AttributeError):  # and it dies with the driver (a Ray task killed at its deadline)
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     return apply
 
@@ -383,9 +387,13 @@ class Sandbox:
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
         self._watchdog.start()
         sys_path = [p for p in sys.path if p and os.path.isdir(p)]
-        self._send({"op": "hello", "sys_path": sys_path, "strategy": ref.to_dict()})
         self.seconds_last = 0.0
-        self.ready = self._expect("ready")
+        try:
+            self._send({"op": "hello", "sys_path": sys_path, "strategy": ref.to_dict()})
+            self.ready = self._expect("ready")
+        except BaseException:  # an import that failed, a worker that died: nothing is left running
+            self.close()
+            raise
         self.seconds_start = time.perf_counter() - self.started
 
     def set_deadline(self, seconds: float) -> None:
@@ -486,12 +494,17 @@ class Sandbox:
 
     def ask_filter(self, x: torch.Tensor) -> torch.Tensor:
         """The filter's answers about one batch, from the worker as its `run` left it."""
-        reply = self.request({"op": "filter"}, {"x": x}, "accepted")
-        accepted = reply.tensors.get("accepted")
+        accepted = self.request({"op": "filter"}, {"x": x}, "answer").tensors.get("answer")
         if not isinstance(accepted, torch.Tensor) or accepted.dtype != torch.bool or tuple(accepted.shape) != (len(x),):
-            shape = tuple(accepted.shape) if isinstance(accepted, torch.Tensor) else None
-            raise SandboxedFailure(f"{self.who}'s input filter answered {shape} for a batch of {len(x)} inputs; it must answer one boolean per input.")
+            raise SandboxedFailure(f"{self.who}'s input filter answered {_described(accepted)} for a batch of {len(x)} inputs; it must answer one boolean per input.")
         return accepted.to(x.device)
+
+    def ask_predictions(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """A served repaired model's labels for one batch, from the worker as its `run` left it."""
+        labels = self.request({"op": "predict"}, {"x": x}, "answer").tensors.get("answer")
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or tuple(labels.shape) != (len(x),) or (len(x) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes):
+            raise SandboxedFailure(f"{self.who}'s repaired model answered {_described(labels)} for a batch of {len(x)} inputs; it must answer one label of the task per input.")
+        return labels.to(x.device)
 
     def attack(self, attacker: Any, task: Any, data: Any, seed: int, compute: Any, progress: Callable[[str, int, int], None] | None = None, device_guard: bool = False) -> Reply:
         """Run the attacker on its split; the reply's tensors are the published weights, its
@@ -539,6 +552,10 @@ class Sandbox:
         reply = self.request({"op": "attempts"}, None, "attempts")
         found = reply.header.get("attempts")
         return [a for a in found if isinstance(a, dict)][:500] if isinstance(found, list) else []
+
+
+def _described(value: Any) -> str:
+    return f"a {value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else "nothing"
 
 
 class SandboxedFilter(InputFilter):
@@ -631,7 +648,9 @@ class _Audit:
 
     def arm(self, strategy_files: set[str]) -> None:
         scratch = [os.environ.get("HOME", ""), os.environ.get("TMPDIR", "")]  # the worker's own folder, its to use
-        self.allowed = tuple({str(Path(p).resolve()) for p in [sys.prefix, sys.base_prefix, *scratch, *(p for p in sys.path if p)] if p and os.path.exists(p)})
+        code = [p for name in ("arena", "arena.attackers", "arena.defenders") for p in getattr(sys.modules.get(name), "__path__", [])]  # an editable install maps these
+        code += [str(Path(f).parent) for f in strategy_files]  # the strategy's own package (its data files)
+        self.allowed = tuple({str(Path(p).resolve()) for p in [sys.prefix, sys.base_prefix, *scratch, *code, *(p for p in sys.path if p)] if p and os.path.exists(p)})
         self.strategy_files = strategy_files
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
@@ -802,15 +821,29 @@ class _Worker:
         self.deployed = outcome.model if outcome.model is not None else model
         self.input_filter = outcome.input_filter
         verdict = None if outcome.verdict is None else outcome.verdict.to_dict()
-        state = None if outcome.model is None else {k: v.detach().cpu().contiguous() for k, v in outcome.model.state_dict().items()}
-        self.send({"op": "defended", "verdict": verdict, "repaired": state is not None, "filter": outcome.input_filter is not None, "seconds": seconds}, state)
+        state, repaired = None, "none"
+        if outcome.model is not None:
+            shapes = {k: tuple(v.shape) for k, v in outcome.model.state_dict().items()}
+            if shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}:  # the published architecture: its weights go back
+                state, repaired = {k: v.detach().cpu().contiguous() for k, v in outcome.model.state_dict().items()}, "weights"
+            else:  # another architecture (a preprocessing step in front...): it stays here and answers
+                repaired = "served"
+        self.send({"op": "defended", "verdict": verdict, "repaired": repaired, "filter": outcome.input_filter is not None, "seconds": seconds}, state)
 
     def op_filter(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         if self.input_filter is None:
             raise ValueError("no input filter to ask")
-        x = tensors["x"]
+        self._answer_in_fork(self._accept, tensors["x"])
+
+    def op_predict(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        if self.deployed is None:
+            raise ValueError("no model to ask")
+        self._answer_in_fork(self._predict, tensors["x"])
+
+    def _answer_in_fork(self, answer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
+        """Answer about one batch from a fresh fork of this worker as the defense left it."""
         if self.compute is not None and self.compute.device.startswith("cuda"):
-            self.send({"op": "accepted"}, {"accepted": self._accept(x)})  # no fork under CUDA
+            self.send({"op": "answer"}, {"answer": answer(x)})  # no fork under CUDA
             return
         read_end, write_end = os.pipe()
         with self.audit.paused():
@@ -820,10 +853,10 @@ class _Worker:
             code = 0
             try:
                 with os.fdopen(write_end, "wb") as pipe:
-                    write_frame(pipe, {"op": "accepted"}, {"accepted": self._accept(x)})
+                    write_frame(pipe, {"op": "answer"}, {"answer": answer(x)})
             except BaseException as exc:  # noqa: BLE001
                 with contextlib.suppress(BaseException), os.fdopen(os.dup(2), "w") as err:
-                    err.write(f"input filter raised {type(exc).__name__}: {exc}\n")
+                    err.write(f"the defense's answer raised {type(exc).__name__}: {exc}\n")
                 code = 1
             os._exit(code)
         os.close(write_end)
@@ -831,10 +864,10 @@ class _Worker:
             data = pipe.read()
         os.waitpid(pid, 0)
         try:
-            answer, answer_tensors = read_frame(io.BytesIO(data))
+            _, answer_tensors = read_frame(io.BytesIO(data))
         except (EOFError, ValueError) as exc:
-            raise ValueError(f"the input filter gave no answer ({exc})") from None
-        self.send({"op": "accepted"}, answer_tensors)
+            raise ValueError(f"the defense gave no answer ({exc})") from None
+        self.send({"op": "answer"}, answer_tensors)
 
     def _accept(self, x: torch.Tensor) -> torch.Tensor:
         from arena.device import using
@@ -843,6 +876,14 @@ class _Worker:
         with pinned(), using(self.compute), torch.no_grad():
             answer = self.input_filter.accept(self.deployed, x.to(self.compute.torch_device))
         return torch.as_tensor(answer).bool().cpu()
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        from arena.device import using
+        from arena.provenance import pinned
+        from arena.training import predict
+
+        with pinned(), using(self.compute), torch.no_grad():
+            return predict(self.deployed, x.to(self.compute.torch_device)).long().cpu()
 
 
 @contextlib.contextmanager

@@ -96,6 +96,10 @@ class ArtifactStore:
         body = json.dumps({k: v for k, v in manifest.items() if k != "hmac"}, sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._key(), body, hashlib.sha256).hexdigest()
 
+    def authenticate(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The manifest with its authentication code under this home's key (what `save` writes)."""
+        return {**{k: v for k, v in manifest.items() if k != "hmac"}, "hmac": self._mac(manifest)}
+
     def manifest_path(self, key: str) -> Path:
         return self.models / f"{key}.json"
 

@@ -74,7 +74,7 @@ def test_a_stored_model_of_other_code_or_numerics_is_retrained_not_reused(tmp_pa
     path = store.manifest_path(spec.key)
     for field, value in (("fingerprint", "src:older-code"), ("numerics", {**numerics(), "torch": "1.0"})):
         manifest = json.loads(path.read_text())
-        path.write_text(json.dumps({**manifest, field: value}))
+        path.write_text(json.dumps(store.authenticate({**manifest, field: value})))  # as arena of other code or numerics wrote it
         again = attack_stage(spec, store)
         assert not again.cached and again.sha256 == first.sha256  # retrained, to the same bits
         assert attack_stage(spec, store).cached
