@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from arena.defenders import mesa
+from conftest import diverging_numerics
 
 from arena.artifacts import obtain_attacked
 from arena.capabilities import not_applicable_reason
@@ -19,6 +20,7 @@ from arena.training import predict
 BUDGET = 0.1  # 126 clean samples: on 8x8 digits a 3x3 patch is 14% of the image, and 63 samples leave the search noisy
 
 
+@diverging_numerics
 def test_mesa_flags_the_backdoor_target_and_unlearns_it(store):
     result = run_match(prepare("badnets", "mesa", clean_budget=BUDGET, architecture="badnets_cnn"), store).to_json()
     verdict = result["defended"]["verdict"]

@@ -6,26 +6,29 @@ import pytest
 import torch
 from arena.defenders.mm_bd import MMBD, margin_test, margins
 
-from arena.artifacts import obtain_attacked
+from arena.artifacts import obtain_attacked, published_builder
 from arena.data import load_dataset, player_splits
 from arena.errors import ParamError
 from arena.match import prepare, run_match
 from arena.protocol import Split
+from arena.specs import derive_seed
+from arena.strategy import DefenseContext
 
 
-def test_mm_bd_flags_the_badnets_target_through_its_maximum_margin(store, monkeypatch):
+def test_mm_bd_flags_the_badnets_target_through_its_maximum_margin(store):
     """Flags the BadNets model with its target, 0, and the moving part is what does it: the
     maximum-margin statistic of the target class stands far above every other class's (seed 0:
     about 36 against at most 24), which the Gamma null of the others cannot explain."""
-    seen: list[list[float]] = []
-    original = MMBD.statistics
-    monkeypatch.setattr(MMBD, "statistics", lambda self, model, ctx: seen.append(original(self, model, ctx)) or seen[-1])
-    r = run_match(prepare("badnets", "mm_bd", clean_budget=0.1, architecture="badnets_cnn"), store).to_json()
+    prepared = prepare("badnets", "mm_bd", clean_budget=0.1, architecture="badnets_cnn")
+    r = run_match(prepared, store).to_json()
     verdict = r["defended"]["verdict"]
     assert r["attacked"]["asr"] > 0.9
     assert verdict["flagged"] and verdict["labels"] == [0] and verdict["score"] > -torch.log10(torch.tensor(0.05)).item()
     assert r["defended"]["deployed"] == "fallback"  # verdict only: a flagged model is replaced (docs/design.md §3)
-    (stats,) = seen
+    # the statistics the defense computed in its sandbox, computed again here from the same model and seed
+    model, _ = store.load(prepared.spec.attack.key, published_builder(prepared.task))
+    ctx = DefenseContext(prepared.task, Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), torch.Generator().manual_seed(derive_seed(0, "defense", prepared.spec.key)))
+    stats = MMBD().statistics(model, ctx)
     others = stats[1:]
     assert max(range(10), key=stats.__getitem__) == 0 and stats[0] > 1.3 * max(others)
 

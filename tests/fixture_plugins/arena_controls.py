@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena import Choice, DefenseOutcome, Defender, InputFilter, Space
+from arena import Choice, Defender, DefenseOutcome, InputFilter, Space
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 WATCH = {**{c: (c,) for c in CORNERS}, "all_but_top_left": CORNERS[1:]}
