@@ -42,6 +42,7 @@ import yaml
 
 from arena.artifacts import honest_spec
 from arena.capabilities import not_applicable_reason
+from arena.data import clean_count, load_dataset
 from arena.device import valid_gpu_share
 from arena.errors import ArenaError, ParamError, UnknownNameError, UsageError
 from arena.match import (
@@ -252,6 +253,15 @@ def parse_suite(data: Any, name: str, path: Path | None = None) -> Suite:
                 registry.get(spec.name)(**spec.param_dict).check(task)
             except ParamError as exc:
                 raise SuiteError(f"{spec.name} {spec.param_dict}: {exc}") from None
+    # a defense the clean budget cannot feed is refused now, not after every model has trained
+    clean = clean_count(load_dataset(dataset), clean_budget)
+    for spec in defenders:
+        needed = DEFENDERS.get(spec.name).min_clean
+        if clean < needed:
+            raise SuiteError(
+                f"defender {spec.name!r} needs at least {needed} clean samples, but `clean_budget` {clean_budget:g} gives {clean} of {dataset!r}'s training split; "
+                "raise `clean_budget` or drop the defender."
+            )
     not_applicable = inapplicable_pairs(task, attackers, defenders)
     return Suite(
         name=suite_name,

@@ -63,3 +63,12 @@ def test_the_published_suites_validate():
 
     for path in sorted(Path(__file__).parents[1].glob("leaderboards/*/suite.yaml")):
         assert load_suite(path).matches()
+
+
+def test_a_clean_budget_too_small_for_a_defense_is_refused_before_anything_runs():
+    from arena.registry import DEFENDERS
+    from arena.suite import SuiteError
+
+    needed = DEFENDERS.get("strip").min_clean
+    with pytest.raises(SuiteError, match=f"defender 'strip' needs at least {needed} clean samples"):
+        parse_suite({"name": "starved", "dataset": "digits", "seeds": [0], "clean_budget": 0.005, "attackers": ["badnets"], "defenders": ["strip"]}, "starved")
