@@ -42,6 +42,11 @@ class Evaluation:
 # filter's threshold (or a served model's argmax) can flip on an input whose score moved in the
 # last bit when the batch around it changed size (the kernels block the arithmetic differently).
 FILTER_DISAGREEMENT_LIMIT = 0.001
+# Round two asks again about a random sample of this many inputs (all of them when fewer): a
+# defense whose answers depend on the batch for a share p of inputs shows about 4096 p flips,
+# far above the limit's 4 for any p worth cheating for, at a fifth of a round's cost on
+# Fashion-MNIST's 2 x 10,000 inputs instead of a whole second round.
+SECOND_ROUND_INPUTS = 4096
 
 
 class FilterInconsistent(StrategyError):
@@ -57,7 +62,8 @@ def ask_fairly(ask: Callable[[torch.Tensor], torch.Tensor], versions: list[torch
     - Round one: as many batches as versions; each batch holds one version of every test image,
       a random one per image, in random order. Every batch mixes clean and triggered inputs, and
       no batch holds two versions of one image (whose difference would show the trigger).
-    - Round two: the same inputs reshuffled across batches of another size and mixture.
+    - Round two: a random sample of SECOND_ROUND_INPUTS of the same inputs (all, when fewer),
+      reshuffled across batches of another size and mixture.
     - The answers must be a function of the input: where more than FILTER_DISAGREEMENT_LIMIT of
       them differ between the rounds, they are refused (FilterInconsistent), and the cell fails
       with that reason. Round one's answers are returned, one tensor per version.
@@ -85,18 +91,20 @@ def ask_fairly(ask: Callable[[torch.Tensor], torch.Tensor], versions: list[torch
         image = torch.randperm(n, generator=generator)
         ask_batch(chosen[image, b], image, first)
     second: list[torch.Tensor | None] = [None]
-    everything = torch.randperm(count * n, generator=generator)
-    size = max(1, n // 3 + 1)
-    for start in range(0, count * n, size):
-        flat = everything[start : start + size]
+    sample = torch.randperm(count * n, generator=generator)[:SECOND_ROUND_INPUTS]
+    size = max(1, len(sample) // (count + 1) + 1)
+    for start in range(0, len(sample), size):
+        flat = sample[start : start + size]
         ask_batch(flat // n, flat % n, second)
     if first[0] is None or second[0] is None:
         return [torch.zeros(0, dtype=torch.bool, device=device) for _ in versions]
     rounds = [first[0], second[0]]
-    changed = int((rounds[0] != rounds[1]).sum())
-    if changed > FILTER_DISAGREEMENT_LIMIT * count * n:
+    asked_again = torch.zeros(count * n, dtype=torch.bool)
+    asked_again[sample] = True
+    changed = int((rounds[0] != rounds[1]).flatten()[asked_again].sum())
+    if changed > FILTER_DISAGREEMENT_LIMIT * len(sample):
         raise FilterInconsistent(
-            f"the {what} answered {changed} of {count * n} inputs differently when asked again in other batches: its answers depend on the batch, "
+            f"the {what} answered {changed} of {len(sample)} inputs differently when asked again in other batches: its answers depend on the batch, "
             "not on the input alone (a defense must judge each input by itself); the cell fails."
         )
     return [rounds[0][v].to(device) for v in range(count)]

@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--defenders", nargs="*", default=list(DEFENDERS))
+    parser.add_argument("--home", help="an ARENA_HOME to reuse (its attacked models), else a fresh one")
     args = parser.parse_args()
 
     import torch
@@ -54,7 +55,7 @@ def main() -> None:
     from arena.sandbox import sandbox_mode
 
     torch.set_num_threads(1)
-    home = Path(tempfile.mkdtemp(prefix="sandbox-cost-"))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="sandbox-cost-"))
     os.environ["ARENA_HOME"] = str(home)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"sandbox-cost-{args.dataset}.jsonl"
