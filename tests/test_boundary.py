@@ -13,6 +13,8 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -348,3 +350,65 @@ def test_arena_doctor_says_which_sandbox_is_in_force(capsys, monkeypatch):
     monkeypatch.setenv("ARENA_SANDBOX", "chroot")
     assert main(["doctor"]) == 2
     assert "ARENA_SANDBOX must be one of auto, bwrap, process" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's limits
+
+
+class Spinner(Defender):
+    """Burns CPU and never answers."""
+
+    name = "spinner"
+    version = "1"
+    paper = "test double"
+
+    def run(self, model, ctx):
+        while True:
+            pass
+
+
+class Hog(Defender):
+    """Asks for far more memory than its worker may have."""
+
+    name = "hog"
+    version = "1"
+    paper = "test double"
+
+    def run(self, model, ctx):
+        torch.empty(4 << 30, dtype=torch.uint8).fill_(1)
+        return DefenseOutcome()
+
+
+def _defend_in(cls, limits, splits):
+    from arena.device import CPU
+    from arena.match import run_defender
+    from arena.models import build_model
+    from arena.sandbox import Sandbox, StrategyRef
+
+    task = prepare("badnets", "none").task
+    store = ArtifactStore(Path(tempfile.mkdtemp(prefix="limits-")))
+    manifest = store.save("victim", build_model(task), {"published_architecture": task.architecture, "origins": []})
+    with Sandbox(StrategyRef.of(cls, "defender"), limits) as box:
+        return run_defender(box, cls(), task, store.verified_blob(manifest["sha256"]), manifest["sha256"], manifest, splits, 0, CPU, lambda *_: None)
+
+
+def test_a_worker_past_its_cpu_time_is_killed_with_the_reason(splits):
+    from arena.sandbox import SandboxLimits, SandboxTimeout
+
+    with pytest.raises(SandboxTimeout, match="CPU-time limit of 3 s"):
+        _defend_in(Spinner, SandboxLimits(cpu_seconds=3, wall_seconds=60), splits)
+
+
+def test_a_worker_past_its_wall_time_is_killed_with_the_reason(splits):
+    from arena.sandbox import SandboxLimits, SandboxTimeout
+
+    with pytest.raises(SandboxTimeout, match="wall-clock limit of 4 s"):
+        _defend_in(Spinner, SandboxLimits(cpu_seconds=60, wall_seconds=4), splits)
+
+
+def test_a_worker_past_its_memory_fails_its_cell_with_the_reason(splits):
+    from arena.sandbox import SandboxLimits
+
+    with pytest.raises(SandboxedFailure, match="(?i)memory|allocat"):
+        _defend_in(Hog, SandboxLimits(memory_bytes=2 << 30), splits)
