@@ -153,6 +153,12 @@ class Registry(Generic[T]):
         ep = self._plugin_points()[name]
         dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
         where = f"entry point {ep.name!r} = {ep.value!r} of package {dist!r} (group {self.group})"
+        if self.qualify_plugins:  # a strategy is untrusted code: its module is imported in a sandbox first
+            from arena.sandbox import probe_entry_point
+
+            if (failure := probe_entry_point(self.kind, name, ep.module, ep.attr)) is not None:
+                self.plugin_errors[name] = f"{where} failed to import in a sandbox, so arena did not import it: {failure}"
+                raise PluginLoadError(self.plugin_errors[name])
         try:
             entry = ep.load()
         except Exception as exc:

@@ -228,8 +228,11 @@ class StrategyRef:
             return [Path(self.file).resolve().parent]
         top = self.module.split(".")[0]
         module = sys.modules.get(top)
-        if module is None:
-            return []
+        if module is None:  # not imported here (a plugin probed before its first import): located, not run
+            spec = importlib.util.find_spec(top)
+            if spec is None:
+                return []
+            return [Path(p) for p in spec.submodule_search_locations or []] or ([Path(spec.origin).parent] if spec.origin else [])
         paths = [Path(p) for p in getattr(module, "__path__", [])] or ([Path(str(module.__file__)).parent] if getattr(module, "__file__", None) else [])
         if self.module != top and (inner := sys.modules.get(self.module)) is not None and getattr(inner, "__file__", None):
             paths.append(Path(str(inner.__file__)).parent)  # an editable install can map a subpackage elsewhere
@@ -589,6 +592,29 @@ def verdict_from(data: Any, num_classes: int, who: str) -> Any:
     if not good:
         raise SandboxedFailure(f"{who} returned a verdict {str(data)[:200]} that is not a flag, a number and labels of the task (0..{num_classes - 1}); refused.")
     return Verdict(bool(flagged), float(score or 0.0), tuple(int(v) for v in labels or []))
+
+
+_PROBED: dict[tuple[str, str, float], str | None] = {}
+
+
+def probe_entry_point(kind: str, name: str, module: str, attr: str) -> str | None:
+    """Import a plugin strategy's module in a worker before this process imports it: a module
+    that exits, crashes, hangs or raises on import is reported (the reason), not imported. One
+    probe per module file version and process. A module that behaves in the sandbox and not out
+    of it is not caught here (docs/design.md §1, what remains)."""
+    spec = importlib.util.find_spec(module.split(".")[0])
+    origin = spec.origin if spec is not None and spec.origin else ""
+    key = (module, attr, os.path.getmtime(origin) if origin and os.path.exists(origin) else 0.0)
+    if key not in _PROBED:
+        try:
+            with Sandbox(StrategyRef(kind, name, module, attr or name), SandboxLimits(wall_seconds=120.0)):
+                pass
+            _PROBED[key] = None
+        except SandboxTimeout:
+            _PROBED[key] = "importing it did not finish within 120 s"
+        except ArenaError as exc:
+            _PROBED[key] = str(exc)
+    return _PROBED[key]
 
 
 def _error_from(header: dict[str, Any], who: str) -> BaseException:

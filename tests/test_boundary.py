@@ -412,3 +412,24 @@ def test_a_worker_past_its_memory_fails_its_cell_with_the_reason(splits):
 
     with pytest.raises(SandboxedFailure, match="(?i)memory|allocat"):
         _defend_in(Hog, SandboxLimits(memory_bytes=2 << 30), splits)
+
+
+def test_a_plugin_that_exits_on_import_is_refused_by_arena_match_not_obeyed(tmp_path, capsys, arena_home):
+    """Without the probe, `arena match` would import the plugin and exit 0 with no result."""
+    from arena.cli import main
+
+    (tmp_path / "arena_quits.py").write_text("import os\n\nos._exit(0)\n")
+    info = tmp_path / "arena_quits-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: arena_quits\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[arena.defenders]\nquits = arena_quits:Quits\n")
+    sys.path.insert(0, str(tmp_path))
+    DEFENDERS.refresh()
+    try:
+        assert main(["match", "--attacker", "badnets", "--defender", "arena_quits/quits", "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert "failed to import in a sandbox, so arena did not import it" in err and "exit code 0" in err
+        assert "arena_quits" not in sys.modules
+    finally:
+        sys.path.remove(str(tmp_path))
+        DEFENDERS.refresh()
