@@ -68,6 +68,19 @@ def splits():
     return player_splits(load_dataset("digits"), 0.05)
 
 
+@pytest.fixture(scope="module")
+def redteam():
+    """The fixture plugins on the path (the red team of tests/fixture_plugins/arena_redteam.py
+    among them), found through their entry points like any installed plugin."""
+    from arena.registry import DEFENDERS
+
+    sys.path.insert(0, PLUGINS)
+    DEFENDERS.refresh()
+    yield
+    sys.path.remove(PLUGINS)
+    DEFENDERS.refresh()
+
+
 @contextlib.contextmanager
 def ray_with_plugins(home: Path, registries: tuple[Any, ...]) -> Iterator[Path]:
     """Ray started once for a test module, its workers seeing the fixture plugins and `home` as

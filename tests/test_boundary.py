@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PLUGINS, ray_with_plugins
+from conftest import ray_with_plugins
 
 from arena.data import load_dataset
 from arena.errors import ArtifactIntegrityError, UsageError
@@ -34,16 +34,6 @@ from arena.suite import parse_suite
 from arena.tournament import run_tournament
 
 needs_bwrap = pytest.mark.skipif(sandbox_mode() != "bwrap", reason="bubblewrap cannot make a sandbox on this machine (arena doctor says why)")
-
-
-@pytest.fixture(scope="module")
-def redteam():
-    """The red-team plugin, found through its entry points like any installed plugin."""
-    sys.path.insert(0, PLUGINS)
-    DEFENDERS.refresh()
-    yield
-    sys.path.remove(PLUGINS)
-    DEFENDERS.refresh()
 
 
 def play(defender, home, sandbox=None, **kwargs):

@@ -189,19 +189,6 @@ def test_a_hook_writing_into_its_clean_split_cannot_corrupt_the_callers(broken_f
 # The adversarial contract (issue 17): the red team of tests/fixture_plugins/arena_redteam.py
 
 
-@pytest.fixture(scope="module")
-def redteam():
-    import sys
-
-    from conftest import PLUGINS
-
-    sys.path.insert(0, PLUGINS)
-    DEFENDERS.refresh()
-    yield
-    sys.path.remove(PLUGINS)
-    DEFENDERS.refresh()
-
-
 def test_the_check_reports_each_thing_the_spy_reached_for(redteam):
     results = {c.name: c for c in check("defender", "arena_redteam/spy", time_budget_s=30)}
     reached = results["stays inside its row"]
