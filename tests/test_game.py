@@ -76,8 +76,15 @@ def test_mixtures_are_distributions_and_the_value_is_both_guarantees(a):
     assert sol.exploitability == pytest.approx(0.0, abs=2e-6)
 
 
+# Entries on a 1e-3 grid: two cells closer than the LP's tolerance (about 1e-9) are equal to the
+# solver but not to a permutation of the game, and a face of equilibria between them can then be
+# resolved either way (Hypothesis found [[0, 1e-9, ...], ...], which failed before and after the
+# solver's rescaling alike).
+grid_matrices = st.tuples(st.integers(1, 6), st.integers(1, 6)).flatmap(lambda shape: arrays(np.float64, shape, elements=st.integers(-1000, 1000).map(lambda v: v / 1000)))
+
+
 @settings(max_examples=40, deadline=None)
-@given(matrices, st.randoms(use_true_random=False))
+@given(grid_matrices, st.randoms(use_true_random=False))
 def test_invariant_to_permuting_rows_and_columns(a, rnd):
     rows = list(range(a.shape[0]))
     cols = list(range(a.shape[1]))
