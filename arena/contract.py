@@ -42,7 +42,7 @@ class Check:
     detail: str = ""
 
 
-class BoundaryViolation(Exception):
+class BoundaryViolation(StrategyError):
     """Raised when a strategy reaches for a dataset through arena instead of its context."""
 
 

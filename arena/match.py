@@ -51,10 +51,10 @@ from arena.protocol import (
 from arena.provenance import code_fingerprint, git_commit, numerics, pinned
 from arena.registry import ATTACKERS, DEFENDERS
 from arena.sandbox import Sandbox, SandboxedFilter, StrategyRef, verdict_from
-from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed
+from arena.specs import AttackSpec, MatchSpec, StrategySpec, derive_seed, digest
 from arena.store import ArtifactStore
 from arena.strategy import Attacker, Defender, check_logits
-from arena.triggers import trigger_from_dict
+from arena.triggers import TRIGGERS, trigger_from_dict
 
 DEFAULT_ARCHITECTURE = "badnets_cnn"
 DEFAULT_CLEAN_BUDGET = 0.05
@@ -241,7 +241,7 @@ def defense_stage(
             raise ArtifactIntegrityError(f"the attacked model {attack.key[:12]} changed in the store since it was evaluated; refused.")
         triggers = [trigger_from_dict(t) for t in attacked.triggers]
         defender = instantiate_defender(spec.defender)
-        seed = derive_seed(attack.seed, "defense", spec.key)
+        seed = defense_seed(spec, attacked.sha256)
         fallback_sha: list[str] = []
 
         def fallback() -> nn.Module:
@@ -265,7 +265,8 @@ def defense_stage(
             seconds_defense = time.perf_counter() - t0
             deployed, system, system_filter = deployed_system(outcome, model, fallback)
             deployed = "n/a" if not_applicable else deployed
-            defended = evaluate(system, triggers, splits.test, system_filter, seed=derive_seed(attack.seed, "filter", spec.key))
+            # the asking order is the evaluator's secret: derived under the home's key, so no defense can rebuild it
+            defended = evaluate(system, triggers, splits.test, system_filter, seed=derive_seed(attack.seed, "filter", store.secret_tag(spec.key)))
         here = numerics()
     honest_ca = honest.evaluation.ca
     return MatchResult(
@@ -292,6 +293,13 @@ def defense_stage(
     )
 
 
+def defense_seed(spec: MatchSpec, published_sha256: str) -> int:
+    """The defender's seed, from what the defender holds (its own spec, the weights it is given,
+    the match seed): never from the attacker's half of the spec, which a defense could recover by
+    trying every registered attacker's parameters against the seed it was handed."""
+    return derive_seed(spec.attack.seed, "defense", digest({"defender": spec.defender.to_dict(), "model": published_sha256}))
+
+
 def run_defender(
     box: Sandbox,
     defender: Defender,
@@ -315,7 +323,9 @@ def run_defender(
     who = f"defender {defender.name!r}"
     clean = splits.clean.subset(torch.arange(0)) if defender.data_free else splits.clean
     published = str(manifest.get("published_architecture", task.architecture))
-    reply = box.defend(defender, task, weights, sha256, published, manifest.get("origins", []), clean, seed, compute, progress, device_guard)
+    # the architecture's origins only: the trigger kinds' would tell the defense what the attack is
+    origins = [o for o in manifest.get("origins", []) if isinstance(o, dict) and o.get("registry") != TRIGGERS.kind]
+    reply = box.defend(defender, task, weights, sha256, published, origins, clean, seed, compute, progress, device_guard)
     repaired: nn.Module | None = None
     if reply.header.get("repaired") == "weights":
         repaired = published_builder(task)(manifest)

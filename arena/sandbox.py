@@ -78,7 +78,7 @@ class SandboxedFailure(StrategyError):
     """The strategy's worker failed: it raised, died, broke the protocol or ran past a limit."""
 
 
-class SandboxTimeout(TimeoutError):
+class SandboxTimeout(StrategyError, TimeoutError):
     """The worker ran past its wall-clock limit and was killed."""
 
 
@@ -116,7 +116,7 @@ def _bwrap_works() -> tuple[bool, str]:
     if path is None:
         return False, "bubblewrap (bwrap) is not installed; on Debian/Ubuntu: apt-get install bubblewrap"
     try:
-        probe = subprocess.run([path, *_system_binds(), "--unshare-all", "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "true"], capture_output=True, timeout=30)
+        probe = subprocess.run([path, *_system_binds(), "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "true"], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"{path} could not be run ({exc})"
     if probe.returncode != 0:
@@ -297,14 +297,15 @@ def bwrap_command(extra_paths: list[Path], cuda: bool = False) -> list[str]:
     binds = sorted({p.resolve() for p in [*_python_paths(), *extra_paths] if p.exists()}, key=lambda p: len(p.parts))
     secrets = _secret_paths()
     # the scratch /tmp first: a folder bound below it later (a file's strategy) stays visible
-    args = [path, "--unshare-all", "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home", *_system_binds()]
+    # no capabilities: run as root, bubblewrap would keep them, and a worker could unmount what hides a secret
+    args = [path, "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home", *_system_binds()]
     for bind in binds:
         if not _within(bind, secrets):  # a module inside the state home is not imported from there
             args += ["--ro-bind", str(bind), str(bind)]
-    for secret in secrets:
-        if secret.is_dir() and _within(secret, binds):
+    for secret in secrets:  # every one, also under the system folders (/usr/share/datasets)
+        if secret.is_dir():
             args += ["--tmpfs", str(secret)]  # hidden under an empty folder
-        elif secret.exists() and _within(secret, binds):
+        elif secret.exists():
             args += ["--ro-bind", "/dev/null", str(secret)]
     args += ["--chdir", "/tmp"]
     if cuda:  # the job's GPU: its device nodes, and the driver's view of the hardware (CUDA and NVML read /sys)
@@ -460,7 +461,10 @@ class Sandbox:
             return SandboxTimeout(f"{self.who} ran past its wall-clock limit of {self.limits.wall_seconds:g} s and was killed")
         if code == -signal.SIGXCPU:
             return SandboxTimeout(f"{self.who} ran past its CPU-time limit of {self.limits.cpu_seconds:g} s and was killed")
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        try:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        except ValueError:  # a number that names no signal
+            how = f"signal {-code}"
         return SandboxedFailure(
             f"{self.who} stopped before answering ({how}); its stderr, above, may say why. A worker is killed so when it ignores its CPU-time limit "
             f"({self.limits.cpu_seconds:g} s) or exhausts its {self.limits.memory_bytes / GIB:g} GiB of address space."
@@ -473,9 +477,9 @@ class Sandbox:
                 header, tensors = read_frame(self.process.stdout)
             except EOFError:
                 raise self._died() from None
-            except (ValueError, RuntimeError, struct.error) as exc:
+            except Exception as exc:  # a bad frame: malformed JSON, safetensors or lengths
                 self.kill()
-                raise SandboxedFailure(f"{self.who} broke the sandbox protocol ({exc}); refused.") from None
+                raise SandboxedFailure(f"{self.who} broke the sandbox protocol ({type(exc).__name__}: {str(exc)[:200]}); refused.") from None
             kind = header.get("op")
             if kind == "progress" and progress is not None:
                 stage, done, total = header.get("stage"), header.get("done"), header.get("total")
@@ -584,7 +588,7 @@ def verdict_from(data: Any, num_classes: int, who: str) -> Any:
         isinstance(flagged, bool)
         and isinstance(score, (int, float))
         and not isinstance(score, bool)
-        and not math.isnan(score)
+        and _finite(score)
         and isinstance(labels, list)
         and len(labels) <= num_classes
         and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < num_classes for v in labels)
@@ -615,6 +619,13 @@ def probe_entry_point(kind: str, name: str, module: str, attr: str) -> str | Non
         except ArenaError as exc:
             _PROBED[key] = str(exc)
     return _PROBED[key]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return False
 
 
 def _error_from(header: dict[str, Any], who: str) -> BaseException:

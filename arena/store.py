@@ -96,6 +96,11 @@ class ArtifactStore:
         body = json.dumps({k: v for k, v in manifest.items() if k != "hmac"}, sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._key(), body, hashlib.sha256).hexdigest()
 
+    def secret_tag(self, text: str) -> str:
+        """An HMAC of `text` under the home's key: a value the evaluator can derive and no
+        strategy can (e.g. the order a filter is asked in)."""
+        return hmac.new(self._key(), text.encode(), hashlib.sha256).hexdigest()
+
     def authenticate(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """The manifest with its authentication code under this home's key (what `save` writes)."""
         return {**{k: v for k, v in manifest.items() if k != "hmac"}, "hmac": self._mac(manifest)}
@@ -141,7 +146,7 @@ class ArtifactStore:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ArtifactIntegrityError(f"The manifest {path} is malformed ({str(exc)[:200]}); the artifact was refused and not loaded. {remove}") from None
         mac = manifest.get("hmac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, self._mac(manifest)):
+        if not isinstance(mac, str) or not mac.isascii() or not hmac.compare_digest(mac, self._mac(manifest)):
             what = "carries no authentication code (written by an older arena, or stripped)" if mac is None else "does not match its authentication code: it was edited after arena wrote it"
             raise ArtifactIntegrityError(
                 f"The manifest {path} {what}; its trigger records and weights hash cannot be trusted, so the artifact was refused and not loaded. {remove}"

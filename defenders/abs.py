@@ -199,7 +199,7 @@ class ABS(Defender):
     """
 
     name = "abs"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Liu, Lee, Tao, Ma, Aafer, Zhang. ABS: Scanning Neural Networks for Back-doors by Artificial Brain Stimulation (CCS 2019)"
     deviations = (
         "last conv layer only; 5 seed images per label (paper: 1); stimulation up to 8x the largest clean activation in 5 values; label agreement over other labels' images; "

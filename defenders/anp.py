@@ -188,7 +188,7 @@ class AdversarialNeuronPruning(Defender):
     """
 
     name = "anp"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Wu, Wang. Adversarial Neuron Pruning Purifies Backdoored Deep Models (NeurIPS 2021)"
     deviations = (
         "perturbations projected onto [-eps, eps] after each step (code: unprojected); 300 iterations (code: 2000); "

@@ -225,7 +225,7 @@ class BtiDbf(Defender):
     """
 
     name = "bti_dbf"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Xu, Huang, Li, Qin, Ren. Towards Reliable and Efficient Backdoor Trigger Inversion via Decoupling Benign Features (ICLR 2024)"
     deviations = (
         "unlearning variant (U) only, no purification (P); residual one-level UNet with 16 filters started near the identity, no pretraining; "

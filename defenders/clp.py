@@ -62,7 +62,7 @@ class ChannelLipschitznessPruning(Defender):
     """
 
     name = "clp"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Zheng, Tang, Li, Liu. Data-Free Backdoor Removal Based on Channel Lipschitzness (ECCV 2022)"
     deviations = "only the (conv, BN) pairs the architecture names; sigma includes the BN's eps (code: sqrt(running_var))"
     min_clean = 0

@@ -124,7 +124,7 @@ class DeepInspect(Defender):
     """
 
     name = "deep_inspect"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Chen, Fu, Zhao, Koushanfar. DeepInspect: A Black-box Trojan Detection and Mitigation Framework for Deep Neural Networks (IJCAI 2019)"
     deviations = (
         "no discriminator, plain L1 penalty instead of the soft hinge; our inversion prior and input noise; "

@@ -42,7 +42,7 @@ class FeatureSqueezing(Defender):
     """
 
     name = "feature_squeezing"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Xu, Evans, Qi. Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks (NDSS 2018)"
     deviations = "one squeezer pair per configuration; input filter only, no model verdict"
     min_clean = 20

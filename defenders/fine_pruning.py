@@ -28,7 +28,7 @@ class FinePruning(Defender):
     """
 
     name = "fine_pruning"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
     deviations = "Adam optimiser for the fine-tuning step; budget in steps; prunes to a 15% accuracy drop (paper: 4%)"
     min_clean = 10

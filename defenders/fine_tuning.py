@@ -22,7 +22,7 @@ class FineTuning(Defender):
     """
 
     name = "fine_tuning"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning (RAID 2018), fine-tuning baseline"
     deviations = "Adam optimiser; budget in steps"
     min_clean = 10

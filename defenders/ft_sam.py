@@ -49,7 +49,7 @@ class FtSam(Defender):
     """
 
     name = "ft_sam"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Zhu, Wei, Zha, Wu. Enhancing Fine-Tuning Based Backdoor Defense with Sharpness-Aware Minimization (ICCV 2023)"
     deviations = "Adam optimiser and a step budget, no weight decay or cosine schedule; batch-norm statistics also updated on the perturbed pass"
     min_clean = 10

@@ -108,7 +108,7 @@ class IBau(Defender):
     """
 
     name = "i_bau"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Zeng, Chen, Park, Mao, Jin, Jia. Adversarial Unlearning of Backdoors via Implicit Hypergradient (ICLR 2022)"
     deviations = (
         "budget in optimiser steps spread over the rounds; uap_steps minibatch steps for the perturbation; L2 bound per sqrt(input size); "

@@ -296,7 +296,7 @@ class Mesa(Defender):
     """
 
     name = "mesa"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Qiao, Yang, Li. Defending Neural Backdoors via Generative Distribution Modeling (NeurIPS 2019)"
     deviations = (
         "learned trigger placement (the code: random); plain MLP sub-generators with He initialisation, trained side by side, fewer steps at a higher learning rate; "

@@ -114,7 +114,7 @@ class MMBD(Defender):
     """
 
     name = "mm_bd"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Wang, Xiang, Miller, Kesidis. MM-BD: Post-Training Detection of Backdoor Attacks with Arbitrary Backdoor Pattern Types Using a Maximum Margin Statistic (IEEE S&P 2024)"
     deviations = "verdict only: the MM-BM activation-bounding mitigation is not expressible in the architectures' weights; no SGD momentum (the code's never acts)"
     min_clean = 0

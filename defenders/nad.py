@@ -89,7 +89,7 @@ class NAD(Defender):
     """
 
     name = "nad"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Li, Lyu, Koren, Lyu, Li, Ma. Neural Attention Distillation: Erasing Backdoor Triggers from Deep Neural Networks (ICLR 2021)"
     deviations = (
         "Adam (arena.repair fine-tuning) instead of SGD with Nesterov momentum, weight decay and step schedule; budgets in steps (student twice the teacher's); "

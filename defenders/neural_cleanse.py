@@ -153,7 +153,7 @@ class NeuralCleanse(Defender):
     """
 
     name = "neural_cleanse"
-    version = "2"
+    version = "3"  # 3: the harness seeds defenses from what they hold (issue #17)
     paper = "Wang et al. Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks (S&P 2019)"
     deviations = "shorter optimisation (nc_steps); input filter falls back to last-conv channels without a dense hidden layer"
     min_clean = 20

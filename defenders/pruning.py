@@ -21,7 +21,7 @@ class Pruning(Defender):
     """
 
     name = "pruning"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on Deep Neural Networks (RAID 2018)"
     deviations = "one clean split ranks channels and measures the accuracy drop"
     min_clean = 10

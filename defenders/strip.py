@@ -52,7 +52,7 @@ class Strip(Defender):
     """
 
     name = "strip"
-    version = "1"
+    version = "2"  # 2: the harness seeds defenses from what they hold (issue #17)
     paper = "Gao et al. STRIP: A Defence Against Trojan Attacks on Deep Neural Networks (ACSAC 2019)"
     deviations = "N = 20 superimpositions (paper: 100)"
     min_clean = 20

@@ -9,9 +9,8 @@ from arena.defenders.mm_bd import MMBD, margin_test, margins
 from arena.artifacts import obtain_attacked, published_builder
 from arena.data import load_dataset, player_splits
 from arena.errors import ParamError
-from arena.match import prepare, run_match
+from arena.match import defense_seed, prepare, run_match
 from arena.protocol import Split
-from arena.specs import derive_seed
 from arena.strategy import DefenseContext
 
 
@@ -27,7 +26,7 @@ def test_mm_bd_flags_the_badnets_target_through_its_maximum_margin(store):
     assert r["defended"]["deployed"] == "fallback"  # verdict only: a flagged model is replaced (docs/design.md §3)
     # the statistics the defense computed in its sandbox, computed again here from the same model and seed
     model, _ = store.load(prepared.spec.attack.key, published_builder(prepared.task))
-    ctx = DefenseContext(prepared.task, Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), torch.Generator().manual_seed(derive_seed(0, "defense", prepared.spec.key)))
+    ctx = DefenseContext(prepared.task, Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), torch.Generator().manual_seed(defense_seed(prepared.spec, r["artifact_sha256"])))
     stats = MMBD().statistics(model, ctx)
     others = stats[1:]
     assert max(range(10), key=stats.__getitem__) == 0 and stats[0] > 1.3 * max(others)
