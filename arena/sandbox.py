@@ -328,13 +328,20 @@ def worker_environment(home: str) -> dict[str, str]:
         "MKL_NUM_THREADS": "1",
         **({"OPENBLAS_CORETYPE": os.environ["OPENBLAS_CORETYPE"]} if "OPENBLAS_CORETYPE" in os.environ else {}),  # older OpenBLAS miscomputes without it here
         **({"OPENBLAS_L2_SIZE": os.environ["OPENBLAS_L2_SIZE"]} if "OPENBLAS_L2_SIZE" in os.environ else {}),
+        # the GPU a Ray task was given: without it the worker would take the machine's first
+        **({"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]} if "CUDA_VISIBLE_DEVICES" in os.environ else {}),
     }
 
 
 def _limit_child(limits: SandboxLimits, cuda: bool) -> Callable[[], None]:
-    def apply() -> None:
-        import resource
+    # imported and loaded here, before the fork: between fork and exec a multithreaded parent's
+    # child may take no lock an import or a dlopen could need
+    import ctypes
+    import resource
 
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def apply() -> None:
         cpu = int(math.ceil(limits.cpu_seconds))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))  # SIGXCPU at the soft limit, SIGKILL at the hard
         if not cuda:  # CUDA maps far more address space than it uses
@@ -342,9 +349,7 @@ def _limit_child(limits: SandboxLimits, cuda: bool) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.setsid()  # its own process group: the driver kills the whole tree
         with contextlib.suppress(OSError, AttributeError):  # and it dies with the driver (a Ray task killed at its deadline)
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     return apply
 

@@ -109,7 +109,9 @@ class RichProgress:
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
+            if len(self.tasks) >= 200:  # a strategy's stage names are its own text: a flood of them is not drawn
+                return
+            self.tasks[stage] = self.progress.add_task(plain(stage), total=total)
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
 
