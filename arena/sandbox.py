@@ -892,6 +892,7 @@ class _Worker:
             pid = os.fork()
         if pid == 0:  # a fresh copy of the worker as `run` left it: nothing survives this batch
             os.close(read_end)
+            _seal_fork(keep=(0, 1, 2, write_end))
             code = 0
             try:
                 with os.fdopen(write_end, "wb") as pipe:
@@ -926,6 +927,23 @@ class _Worker:
 
         with pinned(), using(self.compute), torch.no_grad():
             return predict(self.deployed, x.to(self.compute.torch_device)).long().cpu()
+
+
+def _seal_fork(keep: tuple[int, ...]) -> None:
+    """What a fork answering one batch may not use to pass anything to a later batch: a file
+    (it can write none: RLIMIT_FSIZE 0), or a descriptor the defense opened while it ran (a pipe
+    or socket to a helper process it started; all closed). Memory it mapped shared while it ran
+    stays mapped: that channel is not closed here (docs/design.md §1, what remains)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write then fails with EFBIG instead of killing the fork
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    highest = max(keep)
+    for fd in range(3, highest + 1):
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    os.closerange(highest + 1, 65536)
 
 
 @contextlib.contextmanager

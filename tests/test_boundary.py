@@ -21,7 +21,7 @@ import torch
 from conftest import ray_with_plugins
 
 from arena.data import load_dataset
-from arena.errors import ArtifactIntegrityError, UsageError
+from arena.errors import ArtifactIntegrityError, StrategyError, UsageError
 from arena.evaluator import FilterInconsistent
 from arena.match import prepare, run_match
 from arena.protocol import DefenseOutcome, Goal, Trigger
@@ -166,7 +166,9 @@ def test_a_filter_that_remembers_its_first_batch_scores_like_none(redteam, home,
 
 def test_a_filter_that_learns_the_trigger_across_batches_fails_its_cell_with_the_reason(redteam, home, splits):
     home, _ = home
-    with pytest.raises(FilterInconsistent, match="depend on the batch"):
+    # it cannot write its file from a fork that answers a batch (nor, before that, show answers
+    # that depend on what earlier batches taught it)
+    with pytest.raises(StrategyError, match="gave no answer|depend on the batch"):
         play("arena_redteam/remembering_filter", home)
     # positive control: shown one clean batch, the filter rejects the triggered copies asked next
     from arena.triggers import trigger_from_dict
@@ -314,7 +316,7 @@ def test_in_a_tournament_each_scores_like_none_or_fails_its_cell_and_the_store_i
             assert rows[name]["result"]["utility"] == none["utility"], name
             assert rows[name]["result"]["defended"]["asr"] == none["defended"]["asr"] > 0.9, name
         failed = rows["arena_redteam/remembering_filter"]
-        assert failed["status"] == "error" and "depend on the batch" in failed["error"]
+        assert failed["status"] == "error" and ("gave no answer" in failed["error"] or "depend on the batch" in failed["error"])
         # a later suite on the same home reuses the models, untouched
         files, _ = snapshot(home)
         assert files and all(ArtifactStore(home).read_manifest(p.stem) for p in (home / "models").glob("*.json"))
@@ -323,8 +325,6 @@ def test_in_a_tournament_each_scores_like_none_or_fails_its_cell_and_the_store_i
 
 
 def test_sandboxed_failures_are_strategy_errors():
-    from arena.errors import StrategyError
-
     assert issubclass(SandboxedFailure, StrategyError) and issubclass(FilterInconsistent, StrategyError)
 
 
