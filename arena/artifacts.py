@@ -223,7 +223,8 @@ def run_attacker(attacker: Attacker, task: TaskSpec, data: Split, seed: int, pro
 
 def load_returned_weights(model: nn.Module, state: dict[str, torch.Tensor], who: str, what: str) -> None:
     """Load weights a sandboxed worker returned into a model the driver built: every tensor of
-    the architecture, of its shape, and nothing else; finite numbers only where the model has them."""
+    the architecture, of its shape, and nothing else (values are not checked: a defense that
+    returns NaN weights is scored on what they predict)."""
     try:
         model.load_state_dict({k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()}, strict=True)
     except (RuntimeError, ValueError, StopIteration) as exc:

@@ -367,14 +367,14 @@ class Reply:
 class Sandbox:
     """One worker process, used as a context manager; requests go one at a time."""
 
-    def __init__(self, ref: StrategyRef, limits: SandboxLimits | None = None, compute: Any = None, extra_paths: tuple[Path, ...] = ()) -> None:
+    def __init__(self, ref: StrategyRef, limits: SandboxLimits | None = None, compute: Any = None) -> None:
         self.ref = ref
         self.limits = limits or SandboxLimits()
         self.mode = sandbox_mode()
         self.who = f"{ref.kind} {ref.name!r}"
         self.cuda = bool(compute is not None and getattr(compute, "device", "cpu").startswith("cuda"))
         self._scratch = Path(tempfile.mkdtemp(prefix="arena-sandbox-"))
-        paths = [*ref.source_paths(), *extra_paths]
+        paths = ref.source_paths()
         program = [sys.executable, "-m", "arena.sandbox"]
         if self.mode == "bwrap":
             command = [*bwrap_command(paths, self.cuda), *program]
@@ -383,7 +383,6 @@ class Sandbox:
         else:
             (self._scratch / "home").mkdir()
             command, env, cwd = program, worker_environment(str(self._scratch / "home")), str(self._scratch)
-        self.started = time.perf_counter()
         try:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, cwd=cwd, preexec_fn=_limit_child(self.limits, self.cuda)
@@ -399,11 +398,10 @@ class Sandbox:
         self.seconds_last = 0.0
         try:
             self._send({"op": "hello", "sys_path": sys_path, "strategy": ref.to_dict()})
-            self.ready = self._expect("ready")
+            self._expect("ready")
         except BaseException:  # an import that failed, a worker that died: nothing is left running
             self.close()
             raise
-        self.seconds_start = time.perf_counter() - self.started
 
     def set_deadline(self, seconds: float) -> None:
         """Kill the worker `seconds` from now unless it is closed first (a request's own budget)."""
@@ -804,11 +802,6 @@ class _Worker:
         assert self.cls is not None
         check_version(self.cls, str(header["version"]), str(header["name"]))
         return self.cls(**header["params"])
-
-    def op_describe(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        assert self.cls is not None
-        cls = self.cls
-        self.send({"op": "described", "name": str(getattr(cls, "name", "")), "version": str(getattr(cls, "version", ""))})
 
     def op_attack(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         from arena.device import Compute, using
