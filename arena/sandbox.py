@@ -611,7 +611,9 @@ def probe_entry_point(kind: str, name: str, module: str, attr: str) -> str | Non
     of it is not caught here (docs/design.md §1, what remains)."""
     spec = importlib.util.find_spec(module.split(".")[0])
     origin = spec.origin if spec is not None and spec.origin else ""
-    key = (module, attr, os.path.getmtime(origin) if origin and os.path.exists(origin) else 0.0)
+    # keyed by where the module was found: a failure to find it (the plugin's folder not yet on
+    # the path) must not stand for the module once it is there
+    key = (module, attr, origin, os.path.getmtime(origin) if origin and os.path.exists(origin) else 0.0)
     if key not in _PROBED:
         try:
             with Sandbox(StrategyRef(kind, name, module, attr or name), SandboxLimits(wall_seconds=120.0)):

@@ -5,7 +5,6 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -72,25 +71,33 @@ def splits():
 def redteam():
     """The fixture plugins on the path (the red team of tests/fixture_plugins/arena_redteam.py
     among them), found through their entry points like any installed plugin."""
-    from arena.registry import DEFENDERS
-
     sys.path.insert(0, PLUGINS)
-    DEFENDERS.refresh()
+    refresh_registries()
     yield
     sys.path.remove(PLUGINS)
-    DEFENDERS.refresh()
+    refresh_registries()  # every one: a registry listed while the plugins were on the path would offer them after
+
+
+def refresh_registries() -> None:
+    """Forget the discovered plugins of every extension point (after the path changed)."""
+    from arena.data import DATASETS
+    from arena.models import ARCHITECTURES
+    from arena.registry import ATTACKERS, DEFENDERS
+    from arena.triggers import TRIGGERS
+
+    for registry in (ATTACKERS, DEFENDERS, TRIGGERS, ARCHITECTURES, DATASETS):
+        registry.refresh()
 
 
 @contextlib.contextmanager
-def ray_with_plugins(home: Path, registries: tuple[Any, ...]) -> Iterator[Path]:
+def ray_with_plugins(home: Path) -> Iterator[Path]:
     """Ray started once for a test module, its workers seeing the fixture plugins and `home` as
     ARENA_HOME; the registries refreshed with the plugins on the path, and again after."""
     import ray
 
     os.environ["ARENA_HOME"] = str(home)
     sys.path.insert(0, PLUGINS)
-    for registry in registries:
-        registry.refresh()
+    refresh_registries()
     pythonpath = os.pathsep.join([PLUGINS, os.environ.get("PYTHONPATH", "")])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "ARENA_HOME": str(home)}})
     try:
@@ -98,6 +105,5 @@ def ray_with_plugins(home: Path, registries: tuple[Any, ...]) -> Iterator[Path]:
     finally:
         ray.shutdown()
         sys.path.remove(PLUGINS)
-        for registry in registries:
-            registry.refresh()
+        refresh_registries()
         del os.environ["ARENA_HOME"]

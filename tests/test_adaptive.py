@@ -10,7 +10,6 @@ from conftest import ray_with_plugins
 
 from arena.adaptive import OracleError, parse_search, play_oracle
 from arena.cli import main
-from arena.registry import ATTACKERS, DEFENDERS
 from arena.results import ResultsStore
 from arena.suite import parse_suite
 
@@ -19,7 +18,7 @@ POSITIONS = ["bottom_right", "bottom_left", "top_right", "top_left"]
 
 @pytest.fixture(scope="module")
 def ray_home(tmp_path_factory):
-    with ray_with_plugins(tmp_path_factory.mktemp("oracle-home"), (ATTACKERS, DEFENDERS)) as home:
+    with ray_with_plugins(tmp_path_factory.mktemp("oracle-home")) as home:
         yield home
 
 

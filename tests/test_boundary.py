@@ -302,9 +302,8 @@ REDTEAM_SUITE = {
 
 @needs_bwrap
 def test_in_a_tournament_each_scores_like_none_or_fails_its_cell_and_the_store_is_untouched(tmp_path_factory):
-    from arena.registry import ATTACKERS
 
-    with ray_with_plugins(tmp_path_factory.mktemp("redteam-tournament"), (ATTACKERS, DEFENDERS)) as home:
+    with ray_with_plugins(tmp_path_factory.mktemp("redteam-tournament")) as home:
         results = ResultsStore(home / "results.sqlite")
         suite = parse_suite(REDTEAM_SUITE, "redteam")
         summary = run_tournament(suite, results)

@@ -5,17 +5,11 @@ import json
 import pytest
 from conftest import ray_with_plugins
 
-from arena.data import DATASETS
 from arena.match import prepare, run_match
-from arena.models import ARCHITECTURES
-from arena.registry import ATTACKERS, DEFENDERS
 from arena.results import ResultsStore
 from arena.store import ArtifactStore
 from arena.suite import parse_suite
 from arena.tournament import run_tournament
-from arena.triggers import TRIGGERS
-
-REGISTRIES = (ATTACKERS, DEFENDERS, TRIGGERS, ARCHITECTURES, DATASETS)
 
 TINY = {
     "name": "tiny",
@@ -29,7 +23,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    with ray_with_plugins(tmp_path_factory.mktemp("tournament-home"), REGISTRIES) as home:
+    with ray_with_plugins(tmp_path_factory.mktemp("tournament-home")) as home:
         yield home
 
 
