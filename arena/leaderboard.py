@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 import arena
-from arena import game, metrics
+from arena import game, metrics, site
 from arena.provenance import git_commit, numerics_label
 from arena.results import mark_stale
 
@@ -161,6 +161,110 @@ def numerics_counts(frame: pd.DataFrame) -> dict[str, int]:
     return dict(sorted(pd.Series(labels, dtype=object).value_counts().items())) if labels else {}
 
 
+def _paper(kind: str, name: str) -> str | None:
+    from arena.errors import ArenaError
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    try:
+        return str(getattr((ATTACKERS if kind == "attacker" else DEFENDERS).get(name), "paper", "") or "") or None
+    except ArenaError:  # a strategy published here and not installed now
+        return None
+
+
+def strategy_table(f: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each strategy of the board (by label): its registry name, version, full parameters and the
+    paper it follows (from the installed code; None for a strategy not installed here)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {"defenders": {}, "attackers": {}}
+    for kind in ("defender", "attacker"):
+        for label, group in f.groupby(f"{kind}_label"):
+            first = group.iloc[0]
+            out[f"{kind}s"][str(label)] = {"name": str(first[kind]), "version": str(first[f"{kind}_version"]), "params": json.loads(first[f"{kind}_params"]), "paper": _paper(kind, str(first[kind]))}
+    return out
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return None if values.empty else round(float(values.mean()), 3)
+
+
+def cost_table(f: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """What each strategy cost on the rows it played: seconds per match (its own stage: training
+    the attacked model, or the defense), and the clean samples a defender used."""
+    ok = f[f.status == "ok"]
+    attackers = {str(a): {"seconds": _mean(g.drop_duplicates("artifact_sha256").seconds_attack), "models": int(g.artifact_sha256.nunique())} for a, g in ok.groupby("attacker_label")}
+    defenders = {str(d): {"seconds": _mean(g.seconds_defense), "clean_samples": _mean(g.clean_samples), "matches": len(g)} for d, g in ok.groupby("defender_label")}
+    return {"attackers": attackers, "defenders": defenders}
+
+
+def _mixture(weights: dict[str, float]) -> str:
+    """`strip` (100%), or `a` (60%) and `b` (40%): the support of a mixed strategy in words."""
+    parts = [f"`{k}` ({v:.0%})" for k, v in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])) if v > 5e-3]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def answer(eq: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+    """The page's opening: the answer in words (which defenses hold up, at what value, against
+    which attack mixture; what is not in the game and why; what changed since `previous`, the
+    last refresh on record, see arena.site.history_entry). Markdown; `code` marks names."""
+    out = []
+    if eq.get("value") is None:
+        out.append("No complete game could be formed from these results: every defender or every attacker was left out (see below).")
+    else:
+        worst = sorted(eq["defender_ranking"], key=lambda r: (-r["worst_case"], r["strategy"]))
+        best = worst[0]
+        out.append(
+            f"**Which defense holds up.** The defender's best play against every attacker here is {_mixture(eq['defender'])}: it keeps the defender's "
+            f"utility (clean accuracy minus attack success rate) at {eq['value']:.3f} or more, whatever the attacker does. "
+            f"Against it, the attacker's best play is {_mixture(eq['attacker'])}."
+        )
+        holding = [r for r in worst if r["worst_case"] >= eq["value"] - 0.05]
+        ranked = ", ".join(f"`{r['strategy']}` {r['worst_case']:.3f}" for r in worst[:4])
+        line = f"By its worst case over all attacks, the best single defense is `{best['strategy']}` ({best['worst_case']:.3f}); the first {min(4, len(worst))}: {ranked}."
+        if len(holding) > 1:
+            line += f" {len(holding)} defenses stay within 0.05 of the game value."
+        none = next((r for r in eq["defender_ranking"] if r["strategy"] == "none"), None)
+        if none is not None:
+            line += f" With no defense (`none`) the worst attack brings utility to {none['worst_case']:.3f}."
+        out.append(line)
+        if eq.get("adapted"):
+            g = eq["adapted"]
+            out.append(f"**When the attacker adapts** (hyperparameters searched by `arena oracle`), the value is {g['attacker_adapted_value']:.3f}; when both sides adapt, {g['value']:.3f}.")
+    left = []
+    na = eq.get("not_applicable") or {}
+    if na:
+        left.append(f"{len(na)} n/a cells (the defense cannot act on that model; scored as the model deployed as it is)")
+    excluded = eq.get("excluded") or {}
+    for kind, word in (("not stealthy", "left out as not stealthy"), ("failed matches", "left out for failed matches"), ("incomplete", "left out as incomplete")):
+        names = sorted(k for k, v in excluded.items() if kind in v)
+        if names:
+            left.append(f"{', '.join(f'`{n}`' for n in names)} {word}")
+    if eq.get("failed_cells"):
+        left.append(f"{eq['failed_cells']} failed matches in all")
+    out.append("**Not in the game.** " + ("; ".join(left) + ". The reasons are listed below." if left else "Nothing: every strategy of the suite played every cell."))
+    out.append("**Since the last refresh.** " + _changes(eq, previous))
+    if eq.get("stale"):
+        out.append(f"**Caveat.** {len(eq['stale'])} of these rows were computed by strategy code that has changed since (listed below); `arena leaderboard refresh {eq['suite']}` plays them again.")
+    return out
+
+
+def _changes(eq: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    if previous is None:
+        return "This is the first refresh on record."
+    words = []
+    if previous.get("value") is not None and eq.get("value") is not None:
+        words.append(f"the game value went from {previous['value']:.3f} to {eq['value']:.3f}" if abs(previous["value"] - eq["value"]) >= 5e-4 else f"the game value stayed at {eq['value']:.3f}")
+    for side in ("defender", "attacker"):
+        now, then = set(eq.get(side) or {}), set(previous.get(side) or {})
+        if now - then:
+            words.append(f"{side}s added: " + ", ".join(f"`{n}`" for n in sorted(now - then)))
+        if then - now:
+            words.append(f"{side}s gone: " + ", ".join(f"`{n}`" for n in sorted(then - now)))
+        support = {k for k, v in (eq.get(side) or {}).items() if v > 5e-3}
+        if support != set(previous.get(f"{side}_support") or []):
+            words.append(f"the {side}'s equilibrium is now {_mixture(eq[side])}" if eq.get(side) else f"the {side} has no equilibrium")
+    return f"Compared with {previous.get('date', 'the last one')}: " + ("; ".join(words) if words else "nothing changed") + "."
+
+
 def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
     """The published equilibrium: value, mixtures, exploitability, rankings, provenance."""
     f = label_frame(frame)
@@ -181,6 +285,9 @@ def equilibrium_json(board: Board, frame: pd.DataFrame) -> dict[str, Any]:
             "results_git_commits": sorted(set(str(c) for c in f.git_commit.dropna())),
         },
     }
+    out["strategies"] = strategy_table(f)
+    out["costs"] = cost_table(f)
+    out["failed_cells"] = int((f.status != "ok").sum())
     if board.solution is None:
         out["value"] = None
         return out
@@ -264,7 +371,10 @@ def _na(matrix: dict[str, Any], i: int, j: int) -> str:
 
 
 def markdown_page(eq: dict[str, Any]) -> str:
-    lines = [f"# Leaderboard: {eq['suite']}", "", f"{eq['game']}. Seeds: {', '.join(map(str, eq['seeds']))}. "
+    lines = [f"# Leaderboard: {eq['suite']}", ""]
+    for paragraph in eq.get("answer", []):
+        lines += [paragraph, ""]
+    lines += ["## The evidence", "", f"{eq['game']}. Seeds: {', '.join(map(str, eq['seeds']))}. "
              f"arena {eq['provenance']['arena_version']}, commit {eq['provenance']['git_commit'] or 'unknown'}, {eq['provenance']['date']}.", ""]
     if eq.get("value") is None:
         lines += ["No complete game could be formed from the results.", ""]
@@ -300,8 +410,68 @@ def markdown_page(eq: dict[str, Any]) -> str:
         lines += ["## Left out of the game", ""] + [f"- `{k}`: {v}" for k, v in sorted(eq["excluded"].items())] + [""]
     if eq.get("adapted"):
         lines += _adapted_lines(eq["adapted"])
+    lines += _strategy_lines(eq)
     lines += ["Files: `results.csv` (one row per match), `equilibrium.json`, `index.html`, heatmaps. Regenerate with `arena leaderboard refresh " + eq["suite"] + "`.", ""]
     return "\n".join(lines)
+
+
+def paper_link(paper: str | None) -> str | None:
+    """A search for the paper by its citation (the strategies name papers, not addresses)."""
+    from urllib.parse import quote_plus
+
+    return None if not paper else "https://scholar.google.com/scholar?q=" + quote_plus(paper)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())) or "(none)"
+
+
+def _cost_text(cost: dict[str, Any] | None, side: str) -> str:
+    if not cost or cost.get("seconds") is None:
+        return "—"
+    text = f"{cost['seconds']:.1f} s"
+    if side == "defenders" and cost.get("clean_samples") is not None:
+        text += f", {cost['clean_samples']:.0f} clean samples"
+    return text
+
+
+def _strategy_lines(eq: dict[str, Any]) -> list[str]:
+    strategies, costs = eq.get("strategies") or {}, eq.get("costs") or {}
+    if not strategies:
+        return []
+    lines = ["## The strategies: paper, parameters, cost", "", "Cost: seconds per match of the strategy's own stage (training the attacked model; the defense), "
+             "and the clean samples a defense used.", "", "| side | strategy | version | paper | parameters | cost |", "|---|---|---|---|---|---|"]
+    for side in ("defenders", "attackers"):
+        for label, info in sorted(strategies.get(side, {}).items()):
+            link = paper_link(info.get("paper"))
+            paper = f"[{info['paper']}]({link})" if link else "—"
+            lines.append(f"| {side[:-1]} | `{label}` | {info['version']} | {paper} | {_params_text(info['params'])} | {_cost_text(costs.get(side, {}).get(label), side)} |")
+    return lines + [""]
+
+
+def _strategy_html(eq: dict[str, Any]) -> str:
+    e = html.escape
+    strategies, costs = eq.get("strategies") or {}, eq.get("costs") or {}
+    if not strategies:
+        return ""
+    rows = []
+    for side in ("defenders", "attackers"):
+        for label, info in sorted(strategies.get(side, {}).items()):
+            link = paper_link(info.get("paper"))
+            paper = f"<a href='{e(link)}'>{e(info['paper'])}</a>" if link else "—"
+            rows.append(f"<tr><td class='s'>{side[:-1]}</td><td class='s'>{e(label)}</td><td>{e(info['version'])}</td><td class='t'>{paper}</td>"
+                        f"<td class='s'>{e(_params_text(info['params']))}</td><td>{e(_cost_text(costs.get(side, {}).get(label), side))}</td></tr>")
+    return ("<h2>The strategies: paper, parameters, cost</h2><p>Cost: seconds per match of the strategy's own stage, and the clean samples a defense used.</p>"
+            "<table id='strategies'><tr><th>side</th><th>strategy</th><th>version</th><th>paper</th><th>parameters</th><th>cost</th></tr>" + "".join(rows) + "</table>")
+
+
+def inline_html(text: str) -> str:
+    """The answer's markdown (**bold**, `code`) as HTML, everything else escaped."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def _adapted_lines(game: dict[str, Any]) -> list[str]:
@@ -370,9 +540,12 @@ def html_page(eq: dict[str, Any]) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>arena leaderboard: {e(eq['suite'])}</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f4f4f4}td.s{text-align:left;font-family:monospace}</style>",
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f4f4f4}td.s{text-align:left;font-family:monospace}td.t{text-align:left}"
+        "#answer{font-size:1.1em;max-width:60em}</style>",
         "</head><body>",
         f"<h1>Leaderboard: {e(eq['suite'])}</h1>",
+        "<div id='answer'>" + "".join(f"<p>{inline_html(p)}</p>" for p in eq.get("answer", [])) + "</div>",
+        "<h2>The evidence</h2>",
         f"<p>{e(eq['game'])}. arena {e(eq['provenance']['arena_version'])}, commit {e(str(eq['provenance']['git_commit']))}, {e(eq['provenance']['date'])}.</p>",
     ]
     if eq.get("value") is not None:
@@ -412,8 +585,17 @@ def html_page(eq: dict[str, Any]) -> str:
         parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
     if eq.get("adapted"):
         parts.append(_adapted_html(eq["adapted"]))
-    parts.append("</body></html>")
+    parts.append(_strategy_html(eq))
+    parts.append("<p><a href='../index.html'>All suites and their history</a></p></body></html>")
     return "\n".join(parts)
+
+
+def published_date(folder: Path) -> str | None:
+    """The date of the board published in `folder` (its equilibrium.json), or None."""
+    try:
+        return str(json.loads((folder / "equilibrium.json").read_text())["provenance"]["date"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -429,6 +611,9 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, 
         eq["adapted"] = adapted
     elif (folder / "adapted.json").exists():
         (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
+    past = site.read_history(folder)
+    eq["answer"] = answer(eq, past[-1] if past else None)
+    site.write_history(folder, past, eq)
     (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")
     (folder / "README.md").write_text(markdown_page(eq))
     (folder / "index.html").write_text(html_page(eq))
@@ -436,4 +621,5 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, 
         _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0, board.not_applicable)
         _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0, board.not_applicable)
         _heatmap(folder / "asr.png", board.mean("defended_asr"), board.defenders, board.attackers, "attack success after defense", "Reds", 0.0, 1.0, board.not_applicable)
+    site.write_index(folder.parent)
     return eq

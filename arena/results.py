@@ -118,6 +118,21 @@ class ResultsStore:
             out.append({"key": key, "spec": spec, "status": status, "result": result, "error": error, "attempts": attempts, "updated": updated})
         return out
 
+    def import_rows(self, suite: str, rows: list[dict[str, Any]]) -> int:
+        """Add rows read by `read_published` whose cells this store does not hold yet (a local row,
+        newer or not, is never replaced); returns how many were added. One transaction."""
+        with self._sql():
+            held = {row[0] for row in self.db.execute("SELECT key FROM matches WHERE suite = ?", (suite,))}
+            new = [row for row in rows if row["key"] not in held]
+            now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO matches (suite, key, spec, status, result, error, attempts, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(suite, r["key"], json.dumps(r["spec"]), r["status"], None if r["result"] is None else json.dumps(r["result"]), r["error"], r["attempts"], now) for r in new],
+            )
+            self.db.execute("COMMIT")
+        return len(new)
+
     def suites(self) -> list[str]:
         with self._sql():
             return [row[0] for row in self.db.execute("SELECT DISTINCT suite FROM matches ORDER BY suite")]
@@ -221,3 +236,121 @@ def mark_stale(frame: pd.DataFrame) -> pd.DataFrame:
     out["stale_reason"] = reasons
     out["stale"] = [r is not None for r in reasons]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Published rows (a leaderboard's results.csv) as a starting state
+
+
+def _cell(value: str) -> str | None:
+    return None if value == "" else value
+
+
+def _number(value: str) -> float | int | None:
+    if value == "":
+        return None
+    number = float(value)
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
+
+def _flag(value: str) -> bool | None:
+    if value == "":
+        return None
+    if value not in ("True", "False"):
+        raise ValueError(f"{value!r} is not True or False")
+    return value == "True"
+
+
+def _json_or_none(value: str) -> Any:
+    return None if value == "" else json.loads(value)
+
+
+def published_row(record: dict[str, str]) -> dict[str, Any]:
+    """One line of a published results.csv back as the store row it was written from (the inverse
+    of `ResultsStore._record` over the fields the CSV keeps). The spec is rebuilt from its columns
+    and must hash to the line's match key: a line whose key does not follow from its spec is
+    refused, so an edited row can not stand in for a cell it is not."""
+    spec = MatchSpec.from_dict(
+        {
+            "attack": {
+                "attacker": {"name": record["attacker"], "version": record["attacker_version"], "params": json.loads(record["attacker_params"])},
+                "dataset": record["dataset"],
+                "architecture": record["architecture"],
+                "epochs": int(record["epochs"]),
+                "clean_budget": float(record["clean_budget"]),
+                "seed": int(record["seed"]),
+            },
+            "defender": {"name": record["defender"], "version": record["defender_version"], "params": json.loads(record["defender_params"])},
+        }
+    )
+    if spec.key != record["match_key"]:
+        raise ValueError(f"its match_key {record['match_key'][:12]}… is not the hash of its spec ({spec.key[:12]}…)")
+    status = record["status"]
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    result = None
+    if status == "ok":
+        verdict = None
+        if record["verdict_labels"] != "":
+            verdict = {"flagged": _flag(record["verdict_flagged"]), "score": _number(record["verdict_score"]), "labels": json.loads(record["verdict_labels"])}
+        defended: dict[str, Any] = {"ca": _number(record["defended_ca"]), "asr": _number(record["defended_asr"]), "verdict": verdict}
+        for field in ("deployed", "not_applicable", "fallback_sha256"):
+            defended[field] = _cell(record[field])
+        result = {
+            "honest": {"ca": _number(record["honest_ca"])},
+            "attacked": {"ca": _number(record["attacked_ca"]), "asr": _number(record["attacked_asr"]), "targets": _json_or_none(record["targets"])},
+            "defended": defended,
+            "utility": _number(record["utility"]),
+            "stealthy": _flag(record["stealthy"]),
+            "seconds": {"attack": _number(record["seconds_attack"]), "defense": _number(record["seconds_defense"])},
+            "clean_samples": _number(record["clean_samples"]),
+            "artifact_sha256": _cell(record["artifact_sha256"]),
+            "fingerprints": {role: _cell(record[f"{role}_fingerprint"]) for role in ("attacker", "honest", "defender")},
+            "numerics": _json_or_none(record["numerics"]),
+            "provenance": {"arena_version": _cell(record["arena_version"]), "git_commit": _cell(record["git_commit"])},
+        }
+    attempts = int(record["attempts"]) if record["attempts"] else 1
+    return {"key": spec.key, "spec": spec.to_dict(), "status": status, "result": result, "error": _cell(record["error"]), "attempts": attempts}
+
+
+def read_published(path: Path, suite: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a published results.csv (of `suite` when given), each checked as `published_row`
+    does; any line that is not one is a StoreError naming the file, the line and why."""
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = sorted(set(PUBLISHED_COLUMNS) - set(reader.fieldnames or []))
+            if missing:
+                raise StoreError(f"{path} is not a published results.csv: it lacks the columns {', '.join(missing)}. A leaderboard refresh writes such a file; nothing was read.")
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                if suite is not None and record["suite"] != suite:
+                    raise StoreError(f"{path}, line {line}: the row is of suite {record['suite']!r}, not {suite!r}. Nothing was read.")
+                try:
+                    row = published_row(record)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise StoreError(f"{path}, line {line}, is not a sound published row ({exc}). Nothing was read; restore the file from the repository (git checkout -- {path}).") from None
+                rows.append(row | {"suite": record["suite"]})
+            return rows
+    except OSError as exc:
+        raise StoreError(f"Cannot read {path} ({exc.strerror or exc}).") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise StoreError(f"{path} is not a readable CSV file ({exc}). Nothing was read.") from None
+
+
+# the columns `published_row` reads (a published results.csv has these and the two labels)
+PUBLISHED_COLUMNS = (
+    "suite", "match_key", "attacker", "attacker_version", "attacker_params", "defender", "defender_version", "defender_params", "dataset",
+    "architecture", "epochs", "clean_budget", "seed", "status", "honest_ca", "attacked_ca", "attacked_asr", "defended_ca", "defended_asr", "utility",
+    "stealthy", "verdict_flagged", "verdict_score", "verdict_labels", "targets", "deployed", "not_applicable", "seconds_attack", "seconds_defense",
+    "clean_samples", "artifact_sha256", "fallback_sha256", "attacker_fingerprint", "honest_fingerprint", "defender_fingerprint", "numerics",
+    "arena_version", "git_commit", "error", "attempts",
+)  # fmt: skip
+
+
+def published_frame(path: Path, suite: str, updated: str | None = None) -> pd.DataFrame:
+    """A published results.csv as the frame `ResultsStore.frame` would give for its rows."""
+    return pd.DataFrame.from_records([ResultsStore._record(suite, row | {"updated": updated}) for row in read_published(path, suite)])

@@ -601,7 +601,7 @@ def verdict_from(data: Any, num_classes: int, who: str) -> Any:
     return Verdict(bool(flagged), float(score or 0.0), tuple(int(v) for v in labels or []))
 
 
-_PROBED: dict[tuple[str, str, float], str | None] = {}
+_PROBED: dict[tuple[str, str, str, float], str | None] = {}
 
 
 def probe_entry_point(kind: str, name: str, module: str, attr: str) -> str | None:

@@ -71,8 +71,8 @@ def test_an_incomplete_matrix_is_never_filled():
 def published(tmp_path):
     frame = _frame({k: [v[0], v[0] - 0.02] for k, v in TALK.items()})
     board = build_board(frame, "t", replicates=20)
-    eq = publish(board, frame, tmp_path)
-    return tmp_path, eq
+    eq = publish(board, frame, tmp_path / "t")
+    return tmp_path / "t", eq
 
 
 def test_publish_writes_every_file_and_the_json_matches_the_board(published):
@@ -122,11 +122,11 @@ def test_the_board_shows_detection_per_verdict_giving_defender_and_mixed_numeric
     assert set(board.detection) == {"nc"}
     assert board.detection["nc"] == {"backdoored": 2, "honest": 2, "tpr": 1.0, "fpr": 0.5, "auroc": 1.0, "target_hit": 0.5}
     assert len(board.numerics) == 2 and sum(board.numerics.values()) == 8
-    eq = publish(board, frame, tmp_path)
-    page = (tmp_path / "README.md").read_text()
+    eq = publish(board, frame, tmp_path / "t")
+    page = (tmp_path / "t" / "README.md").read_text()
     assert "## Detection" in page and "| `nc` | 2 | 2 | 1.000 | 0.500 | 1.000 | 0.500 |" in page
     assert "Mixed numerics" in page and eq["detection"]["nc"]["tpr"] == 1.0
-    assert "id='detection'" in (tmp_path / "index.html").read_text()
+    assert "id='detection'" in (tmp_path / "t" / "index.html").read_text()
 
 
 def test_an_n_a_cell_stays_in_the_game_and_is_marked_on_every_page(tmp_path):

@@ -28,19 +28,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return verify(args)
-    from arena.leaderboard import build_board, publish
-    from arena.results import default_results
+    from arena.leaderboard import build_board, publish, published_date
+    from arena.results import default_results, published_frame, read_published
     from arena.suite import find_suite, load_suite, suite_frame, with_strategies
 
     path = find_suite(args.suite)
     suite = load_suite(path)
     results = default_results()
+    published = path.parent / "results.csv"
     if args.action == "refresh":
         if args.with_:
             suite = with_strategies(suite, args.with_)
+        if published.exists():  # the published rows are the starting state: only missing or stale cells are played
+            added = results.import_rows(suite.name, read_published(published, suite.name))
+            if added:
+                render.err.print(f"started from the {added} published rows of {render.plain(published)} this store did not hold")
         with render.stdout_to_stderr():  # Ray starts in here: its processes never write to our stdout
             play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
     frame = suite_frame(suite, results)
+    if frame.empty and args.action == "show" and published.exists():
+        # nothing of this suite played here: the board as it was published (its rows as they
+        # are, also those of strategy versions the installed code has moved past)
+        date = published_date(path.parent)
+        frame = published_frame(published, suite.name, updated=date)
+        render.err.print(f"the published board of {render.plain(path.parent)} ({len(frame)} rows, {date or 'undated'}); this store holds no results of suite "
+                         f"{render.plain(suite.name)}: `arena leaderboard refresh {render.plain(args.suite)}` plays what the installed code changed")
     if frame.empty:
         raise UsageError(f"suite {suite.name!r} has no results yet; run `arena leaderboard refresh {args.suite}`.")
     board = build_board(frame, suite.name, include_nonstealthy=args.include_nonstealthy)

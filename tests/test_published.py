@@ -1,0 +1,162 @@
+"""The published boards as a starting state and as a site: results.csv read back into rows, `show`
+on a fresh machine, the page's answer in words, the history of refreshes, the index across suites."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_leaderboard import TALK, _browser, _frame
+
+from arena.errors import StoreError
+from arena.leaderboard import build_board, label_frame, publish
+from arena.results import ResultsStore, published_frame, read_published
+
+REPO = Path(__file__).parent.parent
+BOARDS = REPO / "leaderboards"
+
+
+@pytest.mark.parametrize("suite", ["fashion_mnist", "digits-smoke"])
+def test_a_published_results_csv_reads_back_into_the_rows_it_was_written_from(suite, tmp_path):
+    """Byte for byte: the rows imported from a published file publish the same file again."""
+    source = BOARDS / suite / "results.csv"
+    store = ResultsStore(tmp_path / "results.sqlite")
+    rows = read_published(source, suite)
+    assert store.import_rows(suite, rows) == len(rows) > 0
+    assert store.import_rows(suite, rows) == 0  # a row held is never replaced
+    tidy = label_frame(store.frame(suite)).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
+    assert tidy.to_csv(index=False) == source.read_text()
+
+
+def test_a_published_row_whose_key_is_not_its_spec_is_refused_naming_the_line(tmp_path):
+    text = (BOARDS / "digits-smoke" / "results.csv").read_text().splitlines()
+    header, first = text[0], text[1]
+    # the row of one cell presented as another's result: its defender renamed, its key kept
+    forged = first.replace(",fine_pruning,", ",fine_tuning,", 1) if ",fine_pruning," in first else first.replace(",none,", ",pruning,", 1)
+    assert forged != first
+    (tmp_path / "results.csv").write_text("\n".join([header, *text[1:], forged]) + "\n")
+    with pytest.raises(StoreError, match=rf"line {len(text) + 1}, is not a sound published row \(its match_key .* is not the hash of its spec"):
+        read_published(tmp_path / "results.csv", "digits-smoke")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(StoreError, match="is not a published results.csv: it lacks the columns"):
+        read_published(tmp_path / "other.csv")
+
+
+def test_show_on_a_fresh_machine_renders_the_published_board(arena_home, capsys, monkeypatch):
+    from arena.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["leaderboard", "show", "fashion_mnist"]) == 0
+    captured = capsys.readouterr()
+    value = json.loads((BOARDS / "fashion_mnist" / "equilibrium.json").read_text())["value"]
+    assert f"game value {value:.3f}" in captured.out
+    assert "the published board of leaderboards/fashion_mnist" in " ".join(captured.err.split())
+    assert not (arena_home / "results.sqlite").exists() or ResultsStore(arena_home / "results.sqlite").frame("fashion_mnist").empty  # nothing imported by show
+
+
+def test_results_import_adds_the_published_rows_and_keeps_local_ones(arena_home, capsys):
+    from arena.cli import main
+
+    source = BOARDS / "digits-smoke" / "results.csv"
+    assert main(["results", "import", str(source)]) == 0
+    assert "imported 24 published rows" in capsys.readouterr().err
+    assert main(["results", "import", str(source.parent)]) == 0  # the folder names its results.csv
+    assert "kept the 24 rows this store already had" in " ".join(capsys.readouterr().err.split())
+    assert main(["results", "import"]) == 2
+    assert "needs the published results.csv" in capsys.readouterr().err
+
+
+def _published_pair(tmp_path, grids):
+    """A suite folder published once per grid, in order (each a refresh)."""
+    folder = tmp_path / "boards" / "t"
+    eqs = []
+    for grid in grids:
+        frame = _frame(grid)
+        eqs.append(publish(build_board(frame, "t", replicates=20), frame, folder))
+    return folder, eqs
+
+
+def test_the_page_opens_with_the_answer_in_words(tmp_path):
+    folder, (eq,) = _published_pair(tmp_path, [TALK])
+    first, second, left, since = eq["answer"][:4]  # then a caveat: these rows record no code fingerprints
+    # TALK: fine_pruning dominates (0.968 against badnets, its worst); badnets is the attacker's best reply
+    assert "best play against every attacker here is `fine_pruning` (100%)" in first and "at 0.968 or more" in first
+    assert "the attacker's best play is `badnets` (100%)" in first
+    assert "the best single defense is `fine_pruning` (0.968)" in second
+    assert left == "**Not in the game.** Nothing: every strategy of the suite played every cell."
+    assert since == "**Since the last refresh.** This is the first refresh on record."
+    page = (folder / "README.md").read_text()
+    assert page.index("Which defense holds up") < page.index("## The evidence") < page.index("## Defenders")
+    html = (folder / "index.html").read_text()
+    assert html.index("id='answer'") < html.index("The evidence") and "<code>fine_pruning</code> (100%)" in html
+
+
+def test_what_is_left_out_and_what_changed_are_said(tmp_path):
+    loud = {**TALK, ("fine_tuning", "loud"): [0.0, 0.0], ("fine_pruning", "loud"): [0.0, 0.0]}
+    folder = tmp_path / "boards" / "t"
+    eq0 = publish(build_board(_frame(TALK), "t", replicates=20), _frame(TALK), folder)
+    frame = _frame({**loud, ("none", "badnets"): [-0.1, -0.1], ("none", "pruning_aware"): [-0.1, -0.1], ("none", "loud"): [0.0, 0.0]}, stealthy={"loud": False})
+    eq1 = publish(build_board(frame, "t", replicates=20), frame, folder)
+    assert "`loud` left out as not stealthy" in eq1["answer"][2]
+    since = eq1["answer"][3]
+    assert f"Compared with {eq0['provenance']['date']}" in since and "defenders added: `none`" in since and "stayed at 0.968" in since
+    assert "With no defense (`none`) the worst attack brings utility to -0.100" in eq1["answer"][1]
+
+
+def test_the_history_keeps_each_answer_once_and_the_site_lists_every_suite(tmp_path):
+    changed = {**TALK, ("fine_pruning", "badnets"): [0.9, 0.9]}
+    folder, eqs = _published_pair(tmp_path, [TALK, TALK, changed])
+    history = json.loads((folder / "history.json").read_text())
+    assert [round(h["value"], 3) for h in history] == [0.968, 0.9]  # the unchanged re-refresh added nothing
+    assert history[-1]["defender_support"] == ["fine_pruning"]
+    index = (folder.parent / "index.html").read_text()
+    assert "data-suite='t'" in index and "<svg" in index and index.count("<circle") == 2
+    assert "href='t/index.html'" in index and "href='../index.html'" in (folder / "index.html").read_text()
+
+
+def test_a_damaged_history_is_a_clear_error_and_nothing_is_published(tmp_path):
+    folder, _ = _published_pair(tmp_path, [TALK])
+    (folder / "history.json").write_text("{not json")
+    before = (folder / "equilibrium.json").read_text()
+    with pytest.raises(StoreError, match="Cannot read the published history"):
+        publish(build_board(_frame(TALK), "t", replicates=20), _frame(TALK), folder)
+    assert (folder / "equilibrium.json").read_text() == before
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium here (.ci/run installs it)")
+def test_the_site_index_renders_in_a_headless_browser_with_the_numbers_of_the_json(tmp_path):
+    root = tmp_path / "boards"
+    shutil.copytree(BOARDS, root, ignore=shutil.ignore_patterns("index.html"))
+    from arena.site import write_index
+
+    write_index(root)
+    proc = subprocess.run(
+        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (root / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    dom = proc.stdout
+    assert "id=\"suites\"" in dom, proc.stderr[-500:]
+    suites = sorted(p.name for p in root.iterdir() if (p / "equilibrium.json").exists())
+    assert len(suites) >= 2
+    for name in suites:
+        eq = json.loads((root / name / "equilibrium.json").read_text())
+        row = re.search(rf"<tr data-suite=\"{re.escape(name)}\">(.*?)</tr>", dom, re.S)
+        assert row, name
+        assert float(re.search(r"class=\"value\">([-0-9.]+)<", row.group(1)).group(1)) == pytest.approx(eq["value"], abs=1e-4)
+        table = re.search(rf"<table class=\"history\" data-suite=\"{re.escape(name)}\">(.*?)</table>", dom, re.S)
+        values = [float(v) for v in re.findall(r"class=\"value\">([-0-9.]+)<", table.group(1))]
+        history = json.loads((root / name / "history.json").read_text()) if (root / name / "history.json").exists() else [eq]
+        assert values == pytest.approx([h["value"] for h in history], abs=1e-4)
+
+
+def test_published_frame_is_the_frame_of_the_imported_rows(tmp_path):
+    source = BOARDS / "digits-smoke" / "results.csv"
+    store = ResultsStore(tmp_path / "r.sqlite")
+    store.import_rows("digits-smoke", read_published(source, "digits-smoke"))
+    a = published_frame(source, "digits-smoke").drop(columns=["updated"]).sort_values("match_key").reset_index(drop=True)
+    b = store.frame("digits-smoke").drop(columns=["updated"]).sort_values("match_key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
