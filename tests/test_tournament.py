@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import ray_with_plugins
 
@@ -164,6 +165,34 @@ def test_leaderboard_refresh_runs_missing_cells_and_publishes(ray_session, tmp_p
     assert "pruning" in json.loads((folder / "equilibrium.json").read_text())["defender"]
     assert main(["leaderboard", "show", str(folder / "suite.yaml")]) == 0
     assert "fine_tuning(steps=10)" in capsys.readouterr().out
+
+
+def test_a_refresh_on_a_fresh_machine_starts_from_the_published_rows(ray_session, tmp_path, capsys, monkeypatch):
+    """The published results.csv is the starting state: with nothing new nothing is played and
+    the published files stay as they were; a new defender plays only its own cells, re-training
+    the attacked models those need, to the very models the published rows were computed on."""
+    from arena.cli import main
+
+    folder = tmp_path / "board"
+    folder.mkdir()
+    suite = {**TINY, "name": "fresh", "attackers": ["badnets"], "defenders": ["none", {"name": "fine_tuning", "params": {"steps": 10}}]}
+    (folder / "suite.yaml").write_text(json.dumps(suite))
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet"]) == 0
+    published = (folder / "results.csv").read_text()
+    capsys.readouterr()
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "another-machine"))  # an empty store: no rows, no models
+    assert main(["leaderboard", "show", str(folder / "suite.yaml")]) == 0
+    assert "the published board of" in " ".join(capsys.readouterr().err.split())
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"started from the {published.count(chr(10)) - 1} published rows" in err and "ran 0 matches" in err and "attacked models trained 0" in err
+    assert (folder / "results.csv").read_text() == published
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet", "--with", "pruning"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "ran 1 matches (1 ok" in err and "skipped 2 already done" in err and "attacked models trained 2" in err, err  # badnets' model and the honest one, once each
+    rows = pd.read_csv(folder / "results.csv")
+    for (attacker, seed), group in rows.groupby(["attacker", "seed"]):
+        assert group.artifact_sha256.nunique() == 1, (attacker, seed)  # re-trained to the published model, bit for bit
 
 
 def test_a_plugin_trigger_kind_architecture_and_dataset_play_in_tournament_workers(ray_session):
