@@ -446,6 +446,10 @@ def _strategy_lines(eq: dict[str, Any]) -> list[str]:
             link = paper_link(info.get("paper"))
             paper = f"[{info['paper']}]({link})" if link else "—"
             lines.append(f"| {side[:-1]} | `{label}` | {info['version']} | {paper} | {_params_text(info['params'])} | {_cost_text(costs.get(side, {}).get(label), side)} |")
+    submitted = [(label, info["submission"]) for side in ("defenders", "attackers") for label, info in sorted(strategies.get(side, {}).items()) if info.get("submission")]
+    if submitted:
+        lines += ["", "Submitted strategies (played from a bundle of `arena submit`; its wheel's SHA-256 verified before it ran):", ""]
+        lines += [f"- `{label}`: `{sub['wheel']}`, SHA-256 `{sub['sha256']}`, checked with arena {sub['checked_with'].get('arena_version')}" for label, sub in submitted]
     return lines + [""]
 
 
@@ -459,6 +463,8 @@ def _strategy_html(eq: dict[str, Any]) -> str:
         for label, info in sorted(strategies.get(side, {}).items()):
             link = paper_link(info.get("paper"))
             paper = f"<a href='{e(link)}'>{e(info['paper'])}</a>" if link else "—"
+            if info.get("submission"):
+                paper += f"<br>submitted: <code>{e(info['submission']['wheel'])}</code>, SHA-256 <code class='sha'>{e(info['submission']['sha256'])}</code>"
             rows.append(f"<tr><td class='s'>{side[:-1]}</td><td class='s'>{e(label)}</td><td>{e(info['version'])}</td><td class='t'>{paper}</td>"
                         f"<td class='s'>{e(_params_text(info['params']))}</td><td>{e(_cost_text(costs.get(side, {}).get(label), side))}</td></tr>")
     return ("<h2>The strategies: paper, parameters, cost</h2><p>Cost: seconds per match of the strategy's own stage, and the clean samples a defense used.</p>"
@@ -598,6 +604,19 @@ def published_date(folder: Path) -> str | None:
         return None
 
 
+def _submissions(folder: Path) -> dict[str, Any]:
+    """The suite folder's submissions.json (strategy name -> its bundle; arena.submission.record)."""
+    try:
+        known = json.loads((folder / "submissions.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        from arena.errors import StoreError
+
+        raise StoreError(f"Cannot read {folder / 'submissions.json'} ({exc}); restore it from the repository. Nothing was published.") from None
+    return known if isinstance(known, dict) else {}
+
+
 def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the leaderboard's files into `folder`; returns the equilibrium JSON. `adapted` (the
     game `arena oracle` grew from this suite, arena.adaptive.adapted_game) is published beside
@@ -611,6 +630,11 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, 
         eq["adapted"] = adapted
     elif (folder / "adapted.json").exists():
         (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
+    submitted = _submissions(folder)
+    for side in ("defenders", "attackers"):  # a submitted strategy's rows carry the bundle's hash as provenance
+        for info in eq["strategies"][side].values():
+            if info["name"] in submitted:
+                info["submission"] = {k: submitted[info["name"]].get(k) for k in ("wheel", "sha256", "bundle", "checked_with")}
     past = site.read_history(folder)
     eq["answer"] = answer(eq, past[-1] if past else None)
     site.write_history(folder, past, eq)

@@ -37,6 +37,35 @@ T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+# Every registry (one per extension point), and the folders of installed plugins added to the path
+# at run time (an isolated submission, arena.submission): a tournament sends these with every job.
+_REGISTRIES: list[Registry[Any]] = []
+_PLUGIN_PATHS: list[str] = []
+
+
+def add_plugin_path(path: str) -> None:
+    """Add a folder of installed plugins for this process and the tournament workers it sends
+    jobs to (`plugin_paths`)."""
+    if path not in _PLUGIN_PATHS:
+        _PLUGIN_PATHS.append(path)
+    use_plugin_paths(_PLUGIN_PATHS)
+
+
+def plugin_paths() -> tuple[str, ...]:
+    return tuple(_PLUGIN_PATHS)
+
+
+def use_plugin_paths(paths: tuple[str, ...] | list[str]) -> None:
+    """Put these folders first on the path; when one is new, every registry forgets the plugins
+    it discovered, so the next lookup finds the folders' entry points."""
+    new = [p for p in paths if p not in sys.path]
+    for path in reversed(new):
+        sys.path.insert(0, path)
+    if new:
+        for registry in _REGISTRIES:
+            registry.refresh()
+
+
 class RegistrationError(Exception):
     """An entry whose declaration is unusable (a programming error, raised at import)."""
 
@@ -79,6 +108,7 @@ class Registry(Generic[T]):
     ) -> None:
         self.kind = kind
         self.group = group
+        _REGISTRIES.append(self)
         self.builtin_modules = builtins
         self.key = key
         self._validate = validate

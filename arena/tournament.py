@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from arena.artifacts import honest_spec
 from arena.device import CPU, Compute, check_gpus_per_task, cluster_gpus, compute_class, ray_compute, resolve
 from arena.match import AttackRecord, attack_stage, defense_stage
+from arena.registry import plugin_paths, use_plugin_paths
 from arena.results import ResultsStore
 from arena.specs import AttackSpec, MatchSpec
 from arena.store import ArtifactStore, arena_home, home_lock
@@ -97,14 +98,16 @@ def plan(suite: Suite, finished: Iterable[str]) -> Plan:
 # Executors
 
 
-def _worker_setup(home: str) -> None:
-    # stages pin their own torch thread count (arena.provenance); the store is the driver's
+def _worker_setup(home: str, plugin_folders: tuple[str, ...]) -> None:
+    # stages pin their own torch thread count (arena.provenance); the store is the driver's, and
+    # so are the plugin folders it added at run time (a submission installed in isolation)
     os.environ["ARENA_HOME"] = home
+    use_plugin_paths(plugin_folders)
 
 
-def run_job(job: Job, home: str) -> AttackRecord | dict[str, Any]:
+def run_job(job: Job, home: str, plugin_folders: tuple[str, ...] = ()) -> AttackRecord | dict[str, Any]:
     """What a worker does with a job: an attack record, or a match result as JSON."""
-    _worker_setup(home)
+    _worker_setup(home, plugin_folders)
     if isinstance(job, AttackJob):
         return attack_stage(job.attack, ArtifactStore(), compute=job.compute)
     return defense_stage(job.match, job.attacked, job.honest, ArtifactStore(), stealth_tolerance=job.stealth_tolerance, compute=job.compute).to_json()
@@ -148,7 +151,7 @@ class SerialExecutor:
         handle, self._next = self._next, self._next + 1
         previous = os.environ.get("ARENA_HOME")
         try:
-            self._outcomes[handle] = run_job(job, self.home)
+            self._outcomes[handle] = run_job(job, self.home, plugin_paths())
         except Exception as exc:  # the strategy's error becomes its cells' rows
             self._outcomes[handle] = RuntimeError("".join(traceback.format_exception_only(type(exc), exc)).strip())
         finally:
@@ -212,7 +215,7 @@ class RayExecutor:
         return ray_compute(choice, amp, self.gpus_per_task, self.cluster_gpus)
 
     def submit(self, job: Job) -> Any:
-        return self._remote.remote(job, self.home)
+        return self._remote.remote(job, self.home, plugin_paths())
 
     def finished(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]:
         import ray

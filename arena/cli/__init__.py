@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import arena
-from arena.cli import check, doctor, leaderboard, match, nash, oracle, results, strategies, tournament
+from arena.cli import check, doctor, leaderboard, match, nash, oracle, results, strategies, submit, tournament
 from arena.cli.render import err, error, notice_logging
 from arena.errors import ArenaError, UsageError
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="arena", description="Backdoor attacks play against defenses.")
     parser.add_argument("--version", action="version", version=f"arena {arena.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (match, tournament, results, nash, leaderboard, oracle, check, doctor):
+    for module in (match, tournament, results, nash, leaderboard, oracle, check, submit, doctor):
         module.add_parser(sub)
     strategies.add_parsers(sub)
     return parser

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from typing import Any
 
 from arena.cli import render
 from arena.cli.options import number, seed
@@ -16,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["show", "refresh", "verify"], help="show the board, refresh it (run missing or stale cells and publish), or verify published cells")
     p.add_argument("suite", help="suite name (folder under ./leaderboards/) or suite.yaml path")
     p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="refresh: also play this registered strategy (e.g. a plugin package/name)")
+    p.add_argument("--submission", action="append", default=[], metavar="BUNDLE", help="refresh: play a submission bundle (`arena submit`) against every opponent: "
+                   "its hash verified, its wheel installed in isolation, run sandboxed")
     p.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
     add_cluster_options(p)
     p.add_argument("--cells", type=int, default=5, help="verify: how many published cells to re-play (default 5)")
@@ -36,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(path)
     results = default_results()
     published = path.parent / "results.csv"
+    submissions = []
     if args.action == "refresh":
+        if args.submission:
+            submissions = open_submissions(args)
+            suite = with_strategies(suite, [name for s in submissions for _, name in s.strategies])
         if args.with_:
             suite = with_strategies(suite, args.with_)
         if published.exists():  # the published rows are the starting state: only missing or stale cells are played
@@ -59,13 +67,47 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "refresh":
         from arena.adaptive import load_adapted
         from arena.store import arena_home
+        from arena.submission import record
 
         adapted = load_adapted(suite, arena_home())
+        for submission in submissions:  # the bundle's hash beside its strategies' rows
+            record(path.parent, submission)
         publish(board, frame, path.parent, adapted)
-        files = "results.csv, equilibrium.json, README.md, index.html, heatmaps" + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
+        files = "results.csv, equilibrium.json, history.json, README.md, index.html, heatmaps, ../index.html"
+        files += ", submissions.json" if submissions else "" + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
         render.err.print(f"published {render.plain(path.parent)}/: {files}")
     render.board(board, render.out())
     return 0
+
+
+def open_submissions(args: argparse.Namespace) -> list[Any]:
+    """Verify and install each bundle into a folder of its own outside ARENA_HOME (which the
+    sandbox hides), kept for this process's life; its strategies run sandboxed like any plugin."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from arena.submission import on_path, open_bundle
+
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        raise UsageError(
+            "--submission installs the bundle on this machine only, so it cannot be played on a Ray cluster (--address / RAY_ADDRESS); "
+            "refresh on one machine, or install the wheel on every node and use --with."
+        )
+    opened = []
+    for bundle in args.submission:
+        workdir = Path(tempfile.mkdtemp(prefix="arena-submission-"))
+        atexit.register(shutil.rmtree, workdir, True)
+        submission = open_bundle(Path(bundle), workdir)
+        on_path(submission.site)
+        names = ", ".join(name for _, name in submission.strategies)
+        render.err.print(
+            f"submission {render.plain(submission.bundle.name)}: SHA-256 {submission.manifest['sha256'][:16]}… verified; "
+            f"{render.plain(names)} installed in isolation at {render.plain(submission.site)}"
+        )
+        opened.append(submission)
+    return opened
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -1,0 +1,246 @@
+"""Submitting a strategy: the author's bundle and the maintainer's isolated install.
+
+`arena submit PACKAGE_DIR` builds the plugin's wheel, installs it into a folder of its own (never
+the user's environment), runs `arena check` on every strategy it declares, and writes a bundle:
+one zip holding the wheel and `submission.json` (the wheel's SHA-256, the strategies, the check
+report, the arena version and commit it was checked with). A strategy that fails a check gets no
+bundle.
+
+`arena leaderboard refresh SUITE --submission BUNDLE` opens the bundle, refuses it unless the
+wheel's SHA-256 is the one recorded (a wheel altered after it was checked), installs the wheel
+into a fresh folder outside ARENA_HOME (no dependencies are installed: a submission runs on the
+arena environment's packages) and puts that folder on the path of this process and of every
+tournament worker, where the strategy runs sandboxed like any plugin (docs/design.md §1). The
+published board records the bundle's hash beside the strategy's rows (submissions.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import arena
+from arena.errors import UsageError
+
+MANIFEST = "submission.json"
+FORMAT = 1
+GROUPS = {"arena.attackers": "attacker", "arena.defenders": "defender"}
+MAX_WHEEL_BYTES = 256 * 2**20
+
+
+class SubmissionError(UsageError):
+    """A bundle that is not one, or one that was altered: refused, nothing installed or played."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An opened, verified and installed bundle."""
+
+    bundle: Path
+    manifest: dict[str, Any]
+    site: Path  # the folder the wheel was installed into
+
+    @property
+    def strategies(self) -> list[tuple[str, str]]:
+        return [(s["kind"], s["name"]) for s in self.manifest["strategies"]]
+
+    def provenance(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"bundle": self.bundle.name, "wheel": m["wheel"], "sha256": m["sha256"], "checked_with": m["checked_with"], "built": m["built"]}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pip(args: list[str], what: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-600:]
+        raise SubmissionError(f"{what} failed (pip exited {proc.returncode}): {tail}")
+
+
+def build_wheel(package_dir: Path, out: Path) -> Path:
+    """The package's wheel, built with the build tools of this environment (no download)."""
+    if not package_dir.is_dir() or not ((package_dir / "pyproject.toml").exists() or (package_dir / "setup.py").exists()):
+        raise SubmissionError(
+            f"{package_dir} is not a Python package folder (it has no pyproject.toml or setup.py); "
+            "`arena submit` takes the folder of a plugin package, like examples/arena-squeeze-defense."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _pip(["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(package_dir)], f"building the wheel of {package_dir}")
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise SubmissionError(f"building {package_dir} gave {len(wheels)} wheels, not one.")
+    return wheels[0]
+
+
+def install_isolated(wheel: Path, site: Path) -> Path:
+    """Install `wheel` alone into `site` (a folder of its own; no dependencies)."""
+    site.mkdir(parents=True, exist_ok=True)
+    _pip(["install", "--quiet", "--no-deps", "--no-compile", "--target", str(site), str(wheel)], f"installing {wheel.name} into an isolated folder")
+    return site
+
+
+def declared_strategies(site: Path) -> list[dict[str, str]]:
+    """The strategies the installed wheel declares, named as arena lists them (package/name)."""
+    from importlib.metadata import PathDistribution
+
+    out = []
+    for info in sorted(site.glob("*.dist-info")):
+        dist = PathDistribution(info)
+        package = dist.metadata["Name"].lower().replace("-", "_")
+        for ep in dist.entry_points:
+            if ep.group in GROUPS:
+                out.append({"kind": GROUPS[ep.group], "name": f"{package}/{ep.name}", "entry_point": ep.value})
+    return sorted(out, key=lambda s: (s["kind"], s["name"]))
+
+
+def on_path(site: Path) -> None:
+    """Make the installed submission importable here and in the workers this process starts or
+    sends jobs to (arena.registry.add_plugin_path); the registries find its entry points."""
+    from arena.registry import add_plugin_path
+
+    add_plugin_path(str(site))
+
+
+def build_bundle(package_dir: Path, output: Path | None = None, time_budget_s: float = 60.0, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+    """Build, install in isolation, check, and bundle a plugin package; returns the bundle's path
+    and manifest. Raises SubmissionError (no bundle written) when a check fails."""
+    from arena.contract import check
+    from arena.provenance import git_commit
+
+    package_dir = package_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="arena-submit-") as tmp:
+        wheel = build_wheel(package_dir, Path(tmp) / "wheel")
+        if wheel.stat().st_size > MAX_WHEEL_BYTES:
+            raise SubmissionError(f"the wheel of {package_dir} is {wheel.stat().st_size / 2**20:.0f} MiB, over the {MAX_WHEEL_BYTES // 2**20} MiB a submission may be.")
+        site = install_isolated(wheel, Path(tmp) / "site")
+        strategies = declared_strategies(site)
+        if not strategies:
+            raise SubmissionError(f"{wheel.name} declares no strategy: a plugin names its classes under [project.entry-points.\"arena.attackers\"] or [project.entry-points.\"arena.defenders\"].")
+        on_path(site)
+        report: dict[str, list[dict[str, Any]]] = {}
+        failed = []
+        for s in strategies:
+            if progress is not None:
+                progress(f"checking {s['kind']} {s['name']}")
+            checks = check(s["kind"], s["name"], time_budget_s=time_budget_s)
+            report[s["name"]] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]
+            failed += [f"{s['name']}: {c.name} ({c.detail[:200]})" for c in checks if not c.ok]
+        if failed:
+            raise SubmissionError(f"{len(failed)} check(s) failed, so no bundle was written: " + "; ".join(failed) + ". `arena check KIND NAME` shows each in full.")
+        manifest = {
+            "format": FORMAT,
+            "wheel": wheel.name,
+            "sha256": sha256_file(wheel),
+            "size": wheel.stat().st_size,
+            "strategies": strategies,
+            "check": report,
+            "checked_with": {"arena_version": arena.__version__, "git_commit": git_commit(), "python": sys.version.split()[0]},
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        name = wheel.name.removesuffix(".whl")
+        bundle = (output or Path.cwd() / f"{name}.arena-submission.zip").resolve()
+        if bundle.is_dir():
+            bundle = bundle / f"{name}.arena-submission.zip"
+        part = bundle.with_name(bundle.name + ".part")
+        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            z.write(wheel, wheel.name)
+        part.replace(bundle)
+        return bundle, manifest
+
+
+def _manifest_problem(m: Any) -> str | None:
+    if not isinstance(m, dict):
+        return "its submission.json is not a JSON object"
+    if m.get("format") != FORMAT:
+        return f"its format is {m.get('format')!r}, this arena reads format {FORMAT}"
+    for field, kind in (("wheel", str), ("sha256", str), ("strategies", list), ("check", dict), ("checked_with", dict), ("built", str)):
+        if not isinstance(m.get(field), kind):
+            return f"its {field!r} is missing or not a {kind.__name__}"
+    wheel = m["wheel"]
+    if "/" in wheel or "\\" in wheel or not wheel.endswith(".whl") or wheel.startswith("."):
+        return f"its wheel name {wheel!r} is not a plain .whl file name"
+    if len(m["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in m["sha256"]):
+        return "its sha256 is not a SHA-256 in hex"
+    for s in m["strategies"]:
+        if not isinstance(s, dict) or s.get("kind") not in GROUPS.values() or not isinstance(s.get("name"), str):
+            return f"its strategy entry {s!r} is not {{kind, name}}"
+    return None
+
+
+def open_bundle(bundle: Path, workdir: Path) -> Submission:
+    """Verify a bundle and install its wheel into `workdir`/site. Refused (SubmissionError, and
+    nothing installed) when it is not a bundle, when the wheel's SHA-256 is not the recorded one,
+    or when the installed wheel declares other strategies than were checked."""
+    bundle = Path(bundle)
+    if not bundle.is_file():
+        raise SubmissionError(f"no submission bundle at {bundle}; `arena submit PACKAGE_DIR` writes one.")
+    try:
+        with zipfile.ZipFile(bundle) as z:
+            names = z.namelist()
+            if MANIFEST not in names:
+                raise SubmissionError(f"{bundle} is not a submission bundle: it has no {MANIFEST}.")
+            manifest = json.loads(z.read(MANIFEST).decode("utf-8"))
+            problem = _manifest_problem(manifest)
+            if problem:
+                raise SubmissionError(f"{bundle} is not a sound submission bundle: {problem}. Nothing was installed.")
+            if sorted(names) != sorted([MANIFEST, manifest["wheel"]]):
+                raise SubmissionError(f"{bundle} holds {len(names)} files; a bundle holds {MANIFEST} and the wheel {manifest['wheel']} only. Nothing was installed.")
+            if z.getinfo(manifest["wheel"]).file_size > MAX_WHEEL_BYTES:
+                raise SubmissionError(f"the wheel in {bundle} is over the {MAX_WHEEL_BYTES // 2**20} MiB a submission may be. Nothing was installed.")
+            workdir.mkdir(parents=True, exist_ok=True)
+            wheel = workdir / manifest["wheel"]
+            wheel.write_bytes(z.read(manifest["wheel"]))
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SubmissionError(f"{bundle} is not a readable submission bundle ({exc}). Nothing was installed.") from None
+    actual = sha256_file(wheel)
+    if actual != manifest["sha256"]:
+        wheel.unlink()
+        raise SubmissionError(
+            f"the wheel in {bundle} has SHA-256 {actual}, but the bundle records {manifest['sha256']}: it was altered after it was built and checked. "
+            "Refused; nothing was installed or played. Ask the author for the bundle `arena submit` wrote."
+        )
+    site = install_isolated(wheel, workdir / "site")
+    declared = [{"kind": s["kind"], "name": s["name"]} for s in declared_strategies(site)]
+    recorded = sorted(({"kind": s["kind"], "name": s["name"]} for s in manifest["strategies"]), key=lambda s: (s["kind"], s["name"]))
+    if declared != recorded:
+        raise SubmissionError(f"the wheel in {bundle} declares {declared}, the bundle records {recorded}. Refused; nothing was played.")
+    failed = [f"{n}: {c.get('name')}" for n, checks in manifest["check"].items() for c in checks if not (isinstance(c, dict) and c.get("ok") is True)]
+    if failed or set(manifest["check"]) != {s["name"] for s in recorded}:
+        raise SubmissionError(f"the bundle's check report does not pass every check of every strategy ({', '.join(failed) or 'strategies missing from it'}). Refused; nothing was played.")
+    return Submission(bundle.resolve(), manifest, site)
+
+
+def record(folder: Path, submission: Submission) -> dict[str, Any]:
+    """Add the submission's provenance to the suite folder's submissions.json (strategy name ->
+    the bundle it was played from); returns the whole mapping."""
+    from arena.store import atomic_write
+
+    path = folder / "submissions.json"
+    known: dict[str, Any] = {}
+    if path.exists():
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(known, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise SubmissionError(f"Cannot read {path} ({exc}); restore it from the repository. Nothing was published.") from None
+    for kind, name in submission.strategies:
+        known[name] = {"kind": kind, **submission.provenance(), "played": time.strftime("%Y-%m-%d")}
+    atomic_write(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
+    return known
