@@ -51,6 +51,16 @@ def add_plugin_path(path: str) -> None:
     use_plugin_paths(_PLUGIN_PATHS)
 
 
+def remove_plugin_path(path: str) -> None:
+    """Undo `add_plugin_path` (a folder about to be deleted)."""
+    if path in _PLUGIN_PATHS:
+        _PLUGIN_PATHS.remove(path)
+    if path in sys.path:
+        sys.path.remove(path)
+    for registry in _REGISTRIES:
+        registry.refresh()
+
+
 def plugin_paths() -> tuple[str, ...]:
     return tuple(_PLUGIN_PATHS)
 

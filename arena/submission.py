@@ -134,12 +134,19 @@ def build_bundle(package_dir: Path, output: Path | None = None, time_budget_s: f
         on_path(site)
         report: dict[str, list[dict[str, Any]]] = {}
         failed = []
-        for s in strategies:
-            if progress is not None:
-                progress(f"checking {s['kind']} {s['name']}")
-            checks = check(s["kind"], s["name"], time_budget_s=time_budget_s)
-            report[s["name"]] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]
-            failed += [f"{s['name']}: {c.name} ({c.detail[:200]})" for c in checks if not c.ok]
+        try:
+            for s in strategies:
+                if progress is not None:
+                    progress(f"checking {s['kind']} {s['name']}")
+                checks = check(s["kind"], s["name"], time_budget_s=time_budget_s)
+                report[s["name"]] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]
+                failed += [f"{s['name']}: {c.name} ({c.detail[:200]})" for c in checks if not c.ok]
+        finally:
+            from arena.registry import remove_plugin_path
+
+            remove_plugin_path(str(site))  # the folder goes with the temporary directory
+            for module in [m for m in sys.modules if m.split(".")[0] in {s["entry_point"].split(":")[0].split(".")[0] for s in strategies}]:
+                del sys.modules[module]  # imported from the folder by the check: a later import must not find the stale one
         if failed:
             raise SubmissionError(f"{len(failed)} check(s) failed, so no bundle was written: " + "; ".join(failed) + ". `arena check KIND NAME` shows each in full.")
         manifest = {

@@ -1,6 +1,7 @@
 """Tournaments on Ray (started once for this module): reuse, resume, failure isolation."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -193,6 +194,33 @@ def test_a_refresh_on_a_fresh_machine_starts_from_the_published_rows(ray_session
     rows = pd.read_csv(folder / "results.csv")
     for (attacker, seed), group in rows.groupby(["attacker", "seed"]):
         assert group.artifact_sha256.nunique() == 1, (attacker, seed)  # re-trained to the published model, bit for bit
+
+
+def test_a_submitted_defense_plays_every_opponent_from_its_isolated_install(ray_session, tmp_path, capsys):
+    """The maintainer's side of `arena submit`: the bundle's wheel, installed in a folder of its
+    own, plays in the tournament's workers (sandboxed) and its rows are published with its hash."""
+    from arena.cli import main
+    from arena.registry import plugin_paths, remove_plugin_path
+    from arena.submission import build_bundle
+
+    example = Path(__file__).parents[1] / "examples" / "arena-squeeze-defense"
+    bundle, manifest = build_bundle(example, tmp_path / "squeeze.arena-submission.zip", time_budget_s=120)
+    folder = tmp_path / "board"
+    folder.mkdir()
+    (folder / "suite.yaml").write_text(json.dumps({**TINY, "name": "submitted", "attackers": ["none", "badnets"], "defenders": ["none"]}))
+    try:
+        assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--quiet", "--submission", str(bundle)]) == 0
+        assert "verified" in " ".join(capsys.readouterr().err.split())
+    finally:
+        for path in plugin_paths():
+            remove_plugin_path(path)
+    rows = pd.read_csv(folder / "results.csv")
+    played = rows[rows.defender == "arena_squeeze/squeeze_inputs"]
+    assert len(played) == 2 and (played.status == "ok").all()  # against both attackers
+    eq = json.loads((folder / "equilibrium.json").read_text())
+    assert eq["strategies"]["defenders"]["arena_squeeze/squeeze_inputs"]["submission"]["sha256"] == manifest["sha256"]
+    assert json.loads((folder / "submissions.json").read_text())["arena_squeeze/squeeze_inputs"]["sha256"] == manifest["sha256"]
+    assert manifest["sha256"] in (folder / "README.md").read_text() and manifest["sha256"] in (folder / "index.html").read_text()
 
 
 def test_a_plugin_trigger_kind_architecture_and_dataset_play_in_tournament_workers(ray_session):
