@@ -1,0 +1,191 @@
+"""Where a refresh's seconds go (issue #18: profile first), one JSON row per measurement.
+
+    python benchmarks/throughput.py loop --dataset fashion_mnist            # arena's training loop against a bare PyTorch loop
+    python benchmarks/throughput.py defenses --dataset fashion_mnist --home DIR   # every registered defender on one attacked model
+    python benchmarks/throughput.py estimate --dataset fashion_mnist        # the full refresh's core-seconds, from the rows above
+
+`loop`: one epoch of `badnets_cnn` on the dataset's attacker split, with the same batch order,
+by `arena.training.fit` and by the plainest loop PyTorch allows (Adam, cross-entropy, indexing
+the tensors; no channels-last copy, no hooks); both from the same initial weights, one torch
+thread. The ratio is the loop's overhead.
+
+`defenses`: one attacked model (badnets, seed 0, defaults) and its honest twin trained once into
+HOME (the cold stage's seconds recorded); then every registered defender at its defaults plays
+that model warm, as a refresh plays a cell (sandboxed worker, fair filter asking, evaluation):
+the match's wall seconds, the defense stage's own seconds and the difference (the harness's
+share: worker start, transfer, evaluation).
+
+`estimate`: a refresh's cost in core-seconds from those rows: trainings (attackers × seeds +
+honest per seed) × the measured training seconds (the attack's own recipe may differ: an
+estimate, said so) plus cells × each defender's measured wall seconds.
+
+Rows go to results/throughput-<what>-<dataset>.jsonl with the commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def _write(what: str, dataset: str, row: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    row = {"commit": _commit(), "machine": platform.machine(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **row}
+    with (RESULTS / f"throughput-{what}-{dataset}.jsonl").open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+def loop(dataset: str, samples: int | None, repeats: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from arena.data import load_dataset
+    from arena.match import task_for
+    from arena.models import build_model
+    from arena.protocol import Split
+    from arena.training import fit
+
+    torch.set_num_threads(1)
+    data = load_dataset(dataset)
+    train = data.train if samples is None else Split(data.train.x[:samples], data.train.y[:samples])
+    task = task_for(dataset, "badnets_cnn", 1)
+    initial = build_model(task, torch.Generator().manual_seed(0))
+    state = {k: v.clone() for k, v in initial.state_dict().items()}
+
+    def arena_loop() -> float:
+        model = build_model(task)
+        model.load_state_dict(state)
+        start = time.perf_counter()
+        fit(model, train, epochs=1, lr=1e-3, generator=torch.Generator().manual_seed(1), batch_size=128)
+        return time.perf_counter() - start
+
+    def bare_loop() -> float:
+        model = build_model(task)
+        model.load_state_dict(state)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y = train.x, train.y
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+        for i in range(0, len(x), 128):
+            idx = order[i : i + 128]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    for repeat in range(repeats):
+        bare, ours = bare_loop(), arena_loop()  # alternated, so drift in the machine's speed hits both
+        _write("loop", dataset, {"repeat": repeat, "samples": len(train), "batch_size": 128, "bare_s": round(bare, 3), "arena_s": round(ours, 3), "overhead": round(ours / bare - 1, 4)})
+
+
+def defenses(dataset: str, home: Path, names: list[str] | None) -> None:
+    import torch
+
+    from arena import match
+    from arena.registry import DEFENDERS
+    from arena.store import ArtifactStore
+
+    torch.set_num_threads(1)
+    os.environ["ARENA_HOME"] = str(home)
+    store = ArtifactStore(home)
+    start = time.perf_counter()
+    first = match.run_match(match.prepare("badnets", "none", dataset=dataset), store).to_json()
+    _write("defenses", dataset, {"stage": "cold: honest and badnets models trained", "wall_s": round(time.perf_counter() - start, 2), "seconds": first["seconds"]})
+    for name in names or [n for n in DEFENDERS.names() if "/" not in n]:
+        start = time.perf_counter()
+        try:
+            result = match.run_match(match.prepare("badnets", name, dataset=dataset), store).to_json()
+        except Exception as exc:  # a defender that fails here is a row too
+            _write("defenses", dataset, {"defender": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        wall = time.perf_counter() - start
+        own = result["seconds"]["defense"]
+        _write(
+            "defenses",
+            dataset,
+            {
+                "defender": name,
+                "wall_s": round(wall, 2),
+                "defense_s": round(own, 2),
+                "harness_s": round(wall - own, 2),
+                "not_applicable": result["defended"].get("not_applicable"),
+                "defended_asr": result["defended"]["asr"],
+            },
+        )
+
+
+def estimate(dataset: str, seeds: int) -> None:
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    rows = [json.loads(line) for line in (RESULTS / f"throughput-defenses-{dataset}.jsonl").read_text().splitlines()]
+    cold = [r for r in rows if r.get("stage", "").startswith("cold")][-1]
+    per_defender = {r["defender"]: r["wall_s"] for r in rows if "defender" in r and "wall_s" in r}
+    training = cold["seconds"]["attack"]  # one attacked model's training (the honest one trained beside it)
+    attackers = [n for n in ATTACKERS.names() if "/" not in n]
+    defenders = [n for n in DEFENDERS.names() if "/" not in n]
+    missing = [d for d in defenders if d not in per_defender]
+    models = (len(attackers) - 1) * seeds + seeds  # every attacker but `none` per seed, and the honest model per seed
+    train_s = models * training
+    defend_s = seeds * (len(attackers)) * sum(per_defender.get(d, 0.0) for d in defenders)
+    _write(
+        "estimate",
+        dataset,
+        {
+            "attackers": len(attackers),
+            "defenders": len(defenders),
+            "seeds": seeds,
+            "cells": len(attackers) * len(defenders) * seeds,
+            "models": models,
+            "training_core_s": round(train_s),
+            "defense_core_s": round(defend_s),
+            "core_s_per_cell": round((train_s + defend_s) / (len(attackers) * len(defenders) * seeds), 1),
+            "hours_on_2_cores": round((train_s + defend_s) / 2 / 3600, 2),
+            "defenders_not_measured": missing,
+            "note": "training seconds of badnets' recipe stand for every attacker's",
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("loop")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--samples", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("defenses")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--home", default=None)
+    p.add_argument("--defenders", nargs="*", default=None)
+    p = sub.add_parser("estimate")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    if args.what == "loop":
+        loop(args.dataset, args.samples, args.repeats)
+    elif args.what == "defenses":
+        defenses(args.dataset, Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="throughput-")), args.defenders)
+    else:
+        estimate(args.dataset, args.seeds)
+
+
+if __name__ == "__main__":
+    main()
