@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="refresh: also play this registered strategy (e.g. a plugin package/name)")
     p.add_argument("--submission", action="append", default=[], metavar="BUNDLE", help="refresh: play a submission bundle (`arena submit`) against every opponent: "
                    "its hash verified, its wheel installed in isolation, run sandboxed")
+    p.add_argument("--pages-only", action="store_true", help="refresh: rewrite the published board's pages from its results.csv as it is (after a change to the pages), playing nothing")
     p.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
     add_cluster_options(p)
     p.add_argument("--cells", type=int, default=5, help="verify: how many published cells to re-play (default 5)")
@@ -47,13 +48,20 @@ def run(args: argparse.Namespace) -> int:
             suite = with_strategies(suite, [name for s in submissions for _, name in s.strategies])
         if args.with_:
             suite = with_strategies(suite, args.with_)
-        if published.exists():  # the published rows are the starting state: only missing or stale cells are played
+        if args.pages_only:
+            if not published.exists():
+                raise UsageError(f"--pages-only rewrites a published board's pages, and {published} does not exist; run `arena leaderboard refresh {args.suite}`.")
+            if submissions or args.with_:
+                raise UsageError("--pages-only plays nothing, so it takes no --with or --submission.")
+        elif published.exists():  # the published rows are the starting state: only missing or stale cells are played
             added = results.import_rows(suite.name, read_published(published, suite.name))
             if added:
                 render.err.print(f"started from the {added} published rows of {render.plain(published)} this store did not hold")
-        with render.stdout_to_stderr():  # Ray starts in here: its processes never write to our stdout
-            play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
-    frame = suite_frame(suite, results)
+        if not args.pages_only:
+            with render.stdout_to_stderr():  # Ray starts in here: its processes never write to our stdout
+                play(suite, results, address=args.address, cpus=args.cpus, quiet=args.quiet, device=args.device, amp=args.amp, gpus_per_task=args.gpus_per_task)
+    # the published rows as they are (pages only), or the suite's rows in the store as it is now
+    frame = published_frame(published, suite.name) if args.action == "refresh" and args.pages_only else suite_frame(suite, results)
     if frame.empty and args.action == "show" and published.exists():
         # nothing of this suite played here: the board as it was published (its rows as they
         # are, also those of strategy versions the installed code has moved past)
@@ -70,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         from arena.submission import record
 
         adapted = load_adapted(suite, arena_home())
+        if args.pages_only and (path.parent / "adapted.json").exists():  # the published adapted game, as published
+            adapted = json.loads((path.parent / "adapted.json").read_text())
         for submission in submissions:  # the bundle's hash beside its strategies' rows
             record(path.parent, submission)
         publish(board, frame, path.parent, adapted)
