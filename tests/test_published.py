@@ -160,3 +160,17 @@ def test_published_frame_is_the_frame_of_the_imported_rows(tmp_path):
     a = published_frame(source, "digits-smoke").drop(columns=["updated"]).sort_values("match_key").reset_index(drop=True)
     b = store.frame("digits-smoke").drop(columns=["updated"]).sort_values("match_key").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_published_suite_holds_every_built_in_strategy_at_its_defaults_and_three_seeds():
+    """The leaderboard is the project's answer: a strategy added to arena and not to the suite
+    would be missing from it without anyone deciding so."""
+    from arena.registry import ATTACKERS, DEFENDERS
+    from arena.suite import load_suite
+
+    suite = load_suite(BOARDS / "fashion_mnist" / "suite.yaml")
+    assert len(suite.seeds) == 3
+    for registry, specs in ((ATTACKERS, suite.attackers), (DEFENDERS, suite.defenders)):
+        builtins = {n for n in registry.names() if "/" not in n}
+        at_defaults = {s.name for s in specs if s.param_dict == registry.create(s.name).spec_params}
+        assert builtins <= at_defaults, sorted(builtins - at_defaults)
