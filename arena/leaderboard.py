@@ -47,6 +47,17 @@ def label_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def unplayed(suite: Any, frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The suite's strategies (as the game labels them) that have no row in `frame` at all."""
+    f = label_frame(frame) if not frame.empty else frame
+    out = {}
+    for kind, specs in (("attacker", suite.attackers), ("defender", suite.defenders)):
+        present = set(f[f"{kind}_label"]) if not f.empty else set()
+        labels = [strategy_label(s.name, json.dumps(s.param_dict, sort_keys=True), _defaults(kind, s.name)) for s in specs]
+        out[f"{kind}s"] = sorted(label for label in dict.fromkeys(labels) if label not in present)
+    return out
+
+
 @dataclass
 class Board:
     """A suite's game: the matrix that was solved and everything left out of it, with reasons."""
@@ -240,7 +251,13 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
             left.append(f"{', '.join(f'`{n}`' for n in names)} {word}")
     if eq.get("failed_cells"):
         left.append(f"{eq['failed_cells']} failed matches in all")
-    out.append("**Not in the game.** " + ("; ".join(left) + ". The reasons are listed below." if left else "Nothing: every strategy of the suite played every cell."))
+    unplayed_strategies = eq.get("unplayed") or {}
+    for side in ("attackers", "defenders"):
+        names = unplayed_strategies.get(side) or []
+        if names:
+            shown = ", ".join(f"`{n}`" for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            left.append(f"{len(names)} {side} of the suite have no results yet ({shown}): a refresh plays them")
+    out.append("**Not in the game.** " + ("; ".join(left) + ". Each is listed below." if left else "Nothing: every strategy of the suite played every cell."))
     out.append("**Since the last refresh.** " + _changes(eq, previous))
     if eq.get("stale"):
         out.append(f"**Caveat.** {len(eq['stale'])} of these rows were computed by strategy code that has changed since (listed below); `arena leaderboard refresh {eq['suite']}` plays them again.")
@@ -408,6 +425,10 @@ def markdown_page(eq: dict[str, Any]) -> str:
     lines += _numerics_lines(eq)
     if eq["excluded"]:
         lines += ["## Left out of the game", ""] + [f"- `{k}`: {v}" for k, v in sorted(eq["excluded"].items())] + [""]
+    for side, names in (eq.get("unplayed") or {}).items():
+        if names:
+            lines += [f"## {side.capitalize()} of the suite not played yet", "", ", ".join(f"`{n}`" for n in names) + ": no row of theirs in these results; `arena leaderboard refresh "
+                      + eq["suite"] + "` plays them against every opponent.", ""]
     if eq.get("adapted"):
         lines += _adapted_lines(eq["adapted"])
     lines += _strategy_lines(eq)
@@ -589,6 +610,10 @@ def html_page(eq: dict[str, Any]) -> str:
             f"</p><ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in sorted(eq["stale"].items())) + "</ul>")
     if eq["excluded"]:
         parts.append("<h2>Left out of the game</h2><ul>" + "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in sorted(eq["excluded"].items())) + "</ul>")
+    for side, names in (eq.get("unplayed") or {}).items():
+        if names:
+            parts.append(f"<h2>{e(side.capitalize())} of the suite not played yet</h2><p id='unplayed-{e(side)}'>" + ", ".join(f"<code>{e(n)}</code>" for n in names)
+                         + f": no row of theirs in these results; <code>arena leaderboard refresh {e(eq['suite'])}</code> plays them against every opponent.</p>")
     if eq.get("adapted"):
         parts.append(_adapted_html(eq["adapted"]))
     parts.append(_strategy_html(eq))
@@ -617,14 +642,17 @@ def _submissions(folder: Path) -> dict[str, Any]:
     return known if isinstance(known, dict) else {}
 
 
-def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None) -> dict[str, Any]:
+def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None, missing: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Write the leaderboard's files into `folder`; returns the equilibrium JSON. `adapted` (the
     game `arena oracle` grew from this suite, arena.adaptive.adapted_game) is published beside
-    the static game: `adapted.json` and a section of each page."""
+    the static game: `adapted.json` and a section of each page. `missing`: the suite's
+    strategies with no row yet (`unplayed`), said on the page."""
     folder.mkdir(parents=True, exist_ok=True)
     tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
     tidy.to_csv(folder / "results.csv", index=False)
     eq = equilibrium_json(board, frame)
+    if missing and any(missing.values()):
+        eq["unplayed"] = missing
     if adapted is not None:
         (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
         eq["adapted"] = adapted

@@ -174,3 +174,23 @@ def test_the_published_suite_holds_every_built_in_strategy_at_its_defaults_and_t
         builtins = {n for n in registry.names() if "/" not in n}
         at_defaults = {s.name for s in specs if s.param_dict == registry.create(s.name).spec_params}
         assert builtins <= at_defaults, sorted(builtins - at_defaults)
+
+
+def test_pages_only_rewrites_the_pages_of_the_published_rows_and_names_what_the_suite_has_not_played(tmp_path, arena_home):
+    import yaml
+
+    from arena.cli import main
+
+    folder = tmp_path / "digits-smoke"
+    shutil.copytree(BOARDS / "digits-smoke", folder)
+    suite = yaml.safe_load((folder / "suite.yaml").read_text())
+    suite["attackers"].append("blended")
+    (folder / "suite.yaml").write_text(yaml.safe_dump(suite))
+    before = json.loads((folder / "equilibrium.json").read_text())
+    assert main(["leaderboard", "refresh", str(folder / "suite.yaml"), "--pages-only", "--quiet"]) == 0
+    assert (folder / "results.csv").read_text() == (BOARDS / "digits-smoke" / "results.csv").read_text()
+    eq = json.loads((folder / "equilibrium.json").read_text())
+    assert eq["value"] == pytest.approx(before["value"]) and eq["matrix"]["utility"] == before["matrix"]["utility"]
+    assert eq["unplayed"] == {"attackers": ["blended"], "defenders": []}
+    assert "1 attackers of the suite have no results yet (`blended`)" in eq["answer"][2]
+    assert not (arena_home / "results.sqlite").exists() or ResultsStore(arena_home / "results.sqlite").frame("digits-smoke").empty  # nothing imported, nothing played

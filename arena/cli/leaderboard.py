@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return verify(args)
-    from arena.leaderboard import build_board, publish, published_date
+    from arena.leaderboard import build_board, publish, published_date, unplayed
     from arena.results import default_results, published_frame, read_published
     from arena.suite import find_suite, load_suite, suite_frame, with_strategies
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             adapted = json.loads((path.parent / "adapted.json").read_text())
         for submission in submissions:  # the bundle's hash beside its strategies' rows
             record(path.parent, submission)
-        publish(board, frame, path.parent, adapted)
+        publish(board, frame, path.parent, adapted, missing=unplayed(suite, frame))
         files = "results.csv, equilibrium.json, history.json, README.md, index.html, heatmaps, ../index.html"
         files += ", submissions.json" if submissions else "" + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
         render.err.print(f"published {render.plain(path.parent)}/: {files}")
