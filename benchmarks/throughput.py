@@ -3,6 +3,7 @@
     python benchmarks/throughput.py loop --dataset fashion_mnist            # arena's training loop against a bare PyTorch loop
     python benchmarks/throughput.py defenses --dataset fashion_mnist --home DIR   # every registered defender on one attacked model
     python benchmarks/throughput.py estimate --dataset fashion_mnist        # the full refresh's core-seconds, from the rows above
+    python benchmarks/throughput.py trigger-search --home DIR               # Neural Cleanse's search alone (PYTHONPATH=OTHER_CHECKOUT: that code's)
 
 `loop`: one epoch of `badnets_cnn` on the dataset's attacker split, with the same batch order,
 by `arena.training.fit` and by the plainest loop PyTorch allows (Adam, cross-entropy, indexing
@@ -132,6 +133,37 @@ def defenses(dataset: str, home: Path, names: list[str] | None) -> None:
         )
 
 
+def trigger_search(dataset: str, home: Path, repeats: int) -> None:
+    """Neural Cleanse's trigger search alone (every label, defaults) on the badnets model of
+    `defenses`' HOME, in this process, one torch thread: the code that `import arena` finds
+    (run it with PYTHONPATH set to another checkout to time that one)."""
+    import torch
+
+    import arena
+    from arena import match
+    from arena.data import load_dataset, player_splits
+    from arena.models import build_model
+    from arena.registry import DEFENDERS
+    from arena.store import ArtifactStore
+    from arena.strategy import DefenseContext
+
+    torch.set_num_threads(1)
+    os.environ["ARENA_HOME"] = str(home)
+    store = ArtifactStore(home)
+    prepared = match.prepare("badnets", "neural_cleanse", dataset=dataset)
+    model, _ = store.load(prepared.spec.attack.key, lambda _: build_model(prepared.task))
+    clean = player_splits(load_dataset(dataset), 0.05).clean
+    nc = DEFENDERS.create("neural_cleanse")
+    for repeat in range(repeats):
+        ctx = DefenseContext(prepared.task, clean, torch.Generator().manual_seed(repeat))
+        start = time.perf_counter()
+        triggers = nc.reverse_all(model, ctx)
+        seconds = time.perf_counter() - start
+        _write("trigger-search", dataset, {"repeat": repeat, "neural_cleanse_version": nc.version, "arena_from": str(Path(arena.__file__).parent.parent),
+                                            "labels": len(triggers), "steps": nc.params["nc_steps"], "batch_size": nc.params["nc_batch_size"], "seconds": round(seconds, 2),
+                                            "l1": [round(t.l1, 2) for t in triggers]})
+
+
 def estimate(dataset: str, seeds: int) -> None:
     from arena.registry import ATTACKERS, DEFENDERS
 
@@ -175,12 +207,18 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--home", default=None)
     p.add_argument("--defenders", nargs="*", default=None)
+    p = sub.add_parser("trigger-search")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--home", required=True)
+    p.add_argument("--repeats", type=int, default=2)
     p = sub.add_parser("estimate")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     if args.what == "loop":
         loop(args.dataset, args.samples, args.repeats)
+    elif args.what == "trigger-search":
+        trigger_search(args.dataset, Path(args.home), args.repeats)
     elif args.what == "defenses":
         defenses(args.dataset, Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="throughput-")), args.defenders)
     else:
