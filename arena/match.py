@@ -265,8 +265,14 @@ def defense_stage(
             seconds_defense = time.perf_counter() - t0
             deployed, system, system_filter = deployed_system(outcome, model, fallback)
             deployed = "n/a" if not_applicable else deployed
-            # the asking order is the evaluator's secret: derived under the home's key, so no defense can rebuild it
-            defended = evaluate(system, triggers, splits.test, system_filter, seed=derive_seed(attack.seed, "filter", store.secret_tag(spec.key)))
+            if system is model and system_filter is None:
+                # the published model deployed as it is (no defense, an n/a cell, a verdict that
+                # cleared it): the system the attack stage already evaluated, on the same test
+                # split with the same triggers, so its figures are those (not computed again)
+                defended = attacked.evaluation
+            else:
+                # the asking order is the evaluator's secret: derived under the home's key, so no defense can rebuild it
+                defended = evaluate(system, triggers, splits.test, system_filter, seed=derive_seed(attack.seed, "filter", store.secret_tag(spec.key)))
         here = numerics()
     honest_ca = honest.evaluation.ca
     return MatchResult(

@@ -24,6 +24,23 @@ def test_badnets_backdoor_works_and_is_stealthy(store):
     assert result["defended"]["ca"] == result["attacked"]["ca"] and result["defended"]["asr"] == result["attacked"]["asr"]
 
 
+def test_the_published_model_deployed_as_it_is_is_not_evaluated_twice(store, monkeypatch):
+    """No defense, an n/a cell or a verdict that clears the model deploys the system the attack
+    stage evaluated: the defense stage takes its figures rather than computing them again."""
+    from arena import match
+
+    run_match(prepare("badnets", "none"), store)  # the models trained and their evaluations made
+    calls = []
+    original = match.evaluate
+    monkeypatch.setattr(match, "evaluate", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    result = run_match(prepare("badnets", "none"), store).to_json()
+    assert len(calls) == 2  # the attacked and the honest model (attack stages), not the deployed one again
+    assert result["defended"]["asr"] == result["attacked"]["asr"] > 0.9
+    calls.clear()
+    run_match(prepare("badnets", "fine_tuning", defender_params={"steps": 5}), store)
+    assert len(calls) == 3  # a repaired model is evaluated
+
+
 def test_honest_model_does_not_answer_the_trigger(store):
     badnets, honest = prepare("badnets", "none"), prepare("none", "none")
     splits = _splits()
