@@ -3,6 +3,7 @@
     python benchmarks/throughput.py loop --dataset fashion_mnist            # arena's training loop against a bare PyTorch loop
     python benchmarks/throughput.py defenses --dataset fashion_mnist --home DIR   # every registered defender on one attacked model
     python benchmarks/throughput.py estimate --dataset fashion_mnist        # the full refresh's core-seconds, from the rows above
+    python benchmarks/throughput.py stages --home DIR                       # a cell's harness cost by stage (tournament view)
     python benchmarks/throughput.py trigger-search --home DIR               # Neural Cleanse's search alone (PYTHONPATH=OTHER_CHECKOUT: that code's)
 
 `loop`: one epoch of `badnets_cnn` on the dataset's attacker split, with the same batch order,
@@ -164,19 +165,50 @@ def trigger_search(dataset: str, home: Path, repeats: int) -> None:
                                             "l1": [round(t.l1, 2) for t in triggers]})
 
 
+def stages(dataset: str, home: Path, repeats: int) -> None:
+    """A tournament's per-cell harness cost, by stage, on `defenses`' warm HOME: the attack
+    stage of a stored model (load and evaluate; a tournament runs it once per model, `arena
+    match` once per match) and the defense stage of a `none` cell (what every cell pays beside
+    its defense: the splits, the model from the store, scoring)."""
+    import torch
+
+    from arena import match
+    from arena.store import ArtifactStore
+
+    torch.set_num_threads(1)
+    os.environ["ARENA_HOME"] = str(home)
+    store = ArtifactStore(home)
+    prepared = match.prepare("badnets", "none", dataset=dataset)
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        attacked = match.attack_stage(prepared.spec.attack, store)
+        honest = match.attack_stage(match.honest_spec(prepared.spec.attack), store)
+        attack_s = time.perf_counter() - start
+        start = time.perf_counter()
+        match.defense_stage(prepared.spec, attacked, honest, store)
+        _write("stages", dataset, {"repeat": repeat, "two_attack_stages_warm_s": round(attack_s, 2), "defense_stage_none_s": round(time.perf_counter() - start, 2)})
+
+
 def estimate(dataset: str, seeds: int) -> None:
+    """A refresh's core-seconds as a tournament plays it: each model trained and its attack stage
+    (load, evaluate) run once; each cell pays its defense stage, which is the `defenses` row's
+    match wall less the two attack stages `arena match` ran beside it (`stages` rows)."""
     from arena.registry import ATTACKERS, DEFENDERS
 
-    rows = [json.loads(line) for line in (RESULTS / f"throughput-defenses-{dataset}.jsonl").read_text().splitlines()]
+    def read(what: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (RESULTS / f"throughput-{what}-{dataset}.jsonl").read_text().splitlines()]
+
+    rows = read("defenses")
     cold = [r for r in rows if r.get("stage", "").startswith("cold")][-1]
-    per_defender = {r["defender"]: r["wall_s"] for r in rows if "defender" in r and "wall_s" in r}
-    training = cold["seconds"]["attack"]  # one attacked model's training (the honest one trained beside it)
+    attack_stages = min(r["two_attack_stages_warm_s"] for r in read("stages"))
+    per_defender = {r["defender"]: max(r["wall_s"] - attack_stages, r["defense_s"]) for r in rows if "defender" in r and "wall_s" in r}
+    training = cold["seconds"]["attack"]  # one attacked model's training (badnets' recipe)
     attackers = [n for n in ATTACKERS.names() if "/" not in n]
     defenders = [n for n in DEFENDERS.names() if "/" not in n]
-    missing = [d for d in defenders if d not in per_defender]
-    models = (len(attackers) - 1) * seeds + seeds  # every attacker but `none` per seed, and the honest model per seed
-    train_s = models * training
-    defend_s = seeds * (len(attackers)) * sum(per_defender.get(d, 0.0) for d in defenders)
+    cells = len(attackers) * len(defenders) * seeds
+    models = len(attackers) * seeds  # every attacker but `none` per seed, and the honest model (attacker `none`) per seed
+    train_s = models * (training + attack_stages / 2)
+    defend_s = seeds * len(attackers) * sum(per_defender.get(d, 0.0) for d in defenders)
     _write(
         "estimate",
         dataset,
@@ -184,14 +216,16 @@ def estimate(dataset: str, seeds: int) -> None:
             "attackers": len(attackers),
             "defenders": len(defenders),
             "seeds": seeds,
-            "cells": len(attackers) * len(defenders) * seeds,
+            "cells": cells,
             "models": models,
             "training_core_s": round(train_s),
             "defense_core_s": round(defend_s),
-            "core_s_per_cell": round((train_s + defend_s) / (len(attackers) * len(defenders) * seeds), 1),
+            "core_s_per_cell": round((train_s + defend_s) / cells, 1),
             "hours_on_2_cores": round((train_s + defend_s) / 2 / 3600, 2),
-            "defenders_not_measured": missing,
-            "note": "training seconds of badnets' recipe stand for every attacker's",
+            "per_defender_cell_s": {d: round(v, 1) for d, v in sorted(per_defender.items(), key=lambda kv: -kv[1])},
+            "defenders_not_measured": [d for d in defenders if d not in per_defender],
+            "note": "badnets' training seconds stand for every attacker's; one badnets model's defense seconds for every attacker's; no Ray overhead; "
+            "cells measured before the published model's evaluation was reused (an upper bound for cells that deploy it)",
         },
     )
 
@@ -211,12 +245,18 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--home", required=True)
     p.add_argument("--repeats", type=int, default=2)
+    p = sub.add_parser("stages")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--home", required=True)
+    p.add_argument("--repeats", type=int, default=2)
     p = sub.add_parser("estimate")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     if args.what == "loop":
         loop(args.dataset, args.samples, args.repeats)
+    elif args.what == "stages":
+        stages(args.dataset, Path(args.home), args.repeats)
     elif args.what == "trigger-search":
         trigger_search(args.dataset, Path(args.home), args.repeats)
     elif args.what == "defenses":
