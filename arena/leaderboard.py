@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,53 +201,63 @@ def _mean(values: pd.Series) -> float | None:
 
 def cost_table(f: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
     """What each strategy cost on the rows it played: seconds per match (its own stage: training
-    the attacked model, or the defense), and the clean samples a defender used."""
+    the attacked model, or the defense; n/a cells left out), and the clean samples a defender was
+    given (its budget: what it used of them is its own business)."""
     ok = f[f.status == "ok"]
     attackers = {str(a): {"seconds": _mean(g.drop_duplicates("artifact_sha256").seconds_attack), "models": int(g.artifact_sha256.nunique())} for a, g in ok.groupby("attacker_label")}
-    defenders = {str(d): {"seconds": _mean(g.seconds_defense), "clean_samples": _mean(g.clean_samples), "matches": len(g)} for d, g in ok.groupby("defender_label")}
+    played = ok[ok.not_applicable.isna()] if "not_applicable" in ok else ok  # an n/a cell ran no defense: it is no cost of one
+    defenders = {str(d): {"seconds": _mean(g.seconds_defense), "clean_samples": _mean(g.clean_samples), "matches": len(g)} for d, g in played.groupby("defender_label")}
     return {"attackers": attackers, "defenders": defenders}
 
 
 def _mixture(weights: dict[str, float]) -> str:
     """`strip` (100%), or `a` (60%) and `b` (40%): the support of a mixed strategy in words."""
     parts = [f"`{k}` ({v:.0%})" for k, v in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])) if v > 5e-3]
+    if not parts:  # no weight above the naming threshold (hundreds of strategies, evenly mixed)
+        return "a mixture of " + str(len(weights)) + " strategies, none above 0.5%"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def answer(eq: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+# the reasons build_board gives for leaving a strategy out, by how each begins
+EXCLUSIONS = ((re.compile(r"^not stealthy"), "left out as not stealthy"), (re.compile(r"^\d+ failed matches"), "left out for failed matches"), (re.compile(r"^incomplete"), "left out as incomplete"))
+
+
+def answer(eq: dict[str, Any], previous: dict[str, Any] | None, same_since: str | None = None) -> list[str]:
     """The page's opening: the answer in words (which defenses hold up, at what value, against
     which attack mixture; what is not in the game and why; what changed since `previous`, the
     last refresh on record, see arena.site.history_entry). Markdown; `code` marks names."""
     out = []
-    if eq.get("value") is None:
+    ranking = eq.get("defender_ranking") or []
+    if eq.get("value") is None or not ranking:
         out.append("No complete game could be formed from these results: every defender or every attacker was left out (see below).")
     else:
-        worst = sorted(eq["defender_ranking"], key=lambda r: (-r["worst_case"], r["strategy"]))
+        worst = sorted(ranking, key=lambda r: (-r["worst_case"], r["strategy"]))
         best = worst[0]
+        attackers = len(eq.get("attacker") or {})
         out.append(
-            f"**Which defense holds up.** The defender's best play against every attacker here is {_mixture(eq['defender'])}: it keeps the defender's "
-            f"utility (clean accuracy minus attack success rate) at {eq['value']:.3f} or more, whatever the attacker does. "
-            f"Against it, the attacker's best play is {_mixture(eq['attacker'])}."
+            f"**Which defense holds up.** Against the {attackers} attackers in this game, the defender's best play is {_mixture(eq.get('defender') or {})}: it keeps "
+            f"the defender's utility (clean accuracy minus attack success rate) at {eq['value']:.3f} or more, whichever of them the attacker plays. "
+            f"Against it, the attacker's best play is {_mixture(eq.get('attacker') or {})}."
         )
         holding = [r for r in worst if r["worst_case"] >= eq["value"] - 0.05]
         ranked = ", ".join(f"`{r['strategy']}` {r['worst_case']:.3f}" for r in worst[:4])
-        line = f"By its worst case over all attacks, the best single defense is `{best['strategy']}` ({best['worst_case']:.3f}); the first {min(4, len(worst))}: {ranked}."
+        line = f"By its worst case over those attackers, the best single defense is `{best['strategy']}` ({best['worst_case']:.3f}); the first {min(4, len(worst))}: {ranked}."
         if len(holding) > 1:
             line += f" {len(holding)} defenses stay within 0.05 of the game value."
-        none = next((r for r in eq["defender_ranking"] if r["strategy"] == "none"), None)
+        none = next((r for r in ranking if r["strategy"] == "none"), None)
         if none is not None:
             line += f" With no defense (`none`) the worst attack brings utility to {none['worst_case']:.3f}."
         out.append(line)
-        if eq.get("adapted"):
-            g = eq["adapted"]
+        g = eq.get("adapted") or {}
+        if isinstance(g.get("attacker_adapted_value"), (int, float)) and isinstance(g.get("value"), (int, float)):
             out.append(f"**When the attacker adapts** (hyperparameters searched by `arena oracle`), the value is {g['attacker_adapted_value']:.3f}; when both sides adapt, {g['value']:.3f}.")
     left = []
     na = eq.get("not_applicable") or {}
     if na:
         left.append(f"{len(na)} n/a cells (the defense cannot act on that model; scored as the model deployed as it is)")
     excluded = eq.get("excluded") or {}
-    for kind, word in (("not stealthy", "left out as not stealthy"), ("failed matches", "left out for failed matches"), ("incomplete", "left out as incomplete")):
-        names = sorted(k for k, v in excluded.items() if kind in v)
+    for pattern, word in EXCLUSIONS:
+        names = sorted(k for k, v in excluded.items() if pattern.match(str(v)))
         if names:
             left.append(f"{', '.join(f'`{n}`' for n in names)} {word}")
     if eq.get("failed_cells"):
@@ -258,7 +269,10 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
             shown = ", ".join(f"`{n}`" for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
             left.append(f"{len(names)} {side} of the suite have no results yet ({shown}): a refresh plays them")
     out.append("**Not in the game.** " + ("; ".join(left) + ". Each is listed below." if left else "Nothing: every strategy of the suite played every cell."))
-    out.append("**Since the last refresh.** " + _changes(eq, previous))
+    if same_since is not None:
+        out.append(f"**Since the last refresh.** Nothing changed: this answer has stood since {same_since}." + (f" Before that, {_changes(eq, previous)}" if previous else ""))
+    else:
+        out.append("**Since the last refresh.** " + _changes(eq, previous))
     if eq.get("stale"):
         out.append(f"**Caveat.** {len(eq['stale'])} of these rows were computed by strategy code that has changed since (listed below); `arena leaderboard refresh {eq['suite']}` plays them again.")
     return out
@@ -452,7 +466,7 @@ def _cost_text(cost: dict[str, Any] | None, side: str) -> str:
         return "—"
     text = f"{cost['seconds']:.1f} s"
     if side == "defenders" and cost.get("clean_samples") is not None:
-        text += f", {cost['clean_samples']:.0f} clean samples"
+        text += f", {cost['clean_samples']:.0f} clean samples given"
     return text
 
 
@@ -461,7 +475,7 @@ def _strategy_lines(eq: dict[str, Any]) -> list[str]:
     if not strategies:
         return []
     lines = ["## The strategies: paper, parameters, cost", "", "Cost: seconds per match of the strategy's own stage (training the attacked model; the defense), "
-             "and the clean samples a defense used.", "", "| side | strategy | version | paper | parameters | cost |", "|---|---|---|---|---|---|"]
+             "and the clean samples a defense was given (n/a cells left out).", "", "| side | strategy | version | paper | parameters | cost |", "|---|---|---|---|---|---|"]
     for side in ("defenders", "attackers"):
         for label, info in sorted(strategies.get(side, {}).items()):
             link = paper_link(info.get("paper"))
@@ -469,7 +483,7 @@ def _strategy_lines(eq: dict[str, Any]) -> list[str]:
             lines.append(f"| {side[:-1]} | `{label}` | {info['version']} | {paper} | {_params_text(info['params'])} | {_cost_text(costs.get(side, {}).get(label), side)} |")
     submitted = [(label, info["submission"]) for side in ("defenders", "attackers") for label, info in sorted(strategies.get(side, {}).items()) if info.get("submission")]
     if submitted:
-        lines += ["", "Submitted strategies (played from a bundle of `arena submit`; its wheel's SHA-256 verified before it ran):", ""]
+        lines += ["", "Submitted strategies (played from a bundle of `arena submit` whose wheel matched the SHA-256 it records, checked again by the maintainer's refresh):", ""]
         lines += [f"- `{label}`: `{sub['wheel']}`, SHA-256 `{sub['sha256']}`, checked with arena {sub['checked_with'].get('arena_version')}" for label, sub in submitted]
     return lines + [""]
 
@@ -488,7 +502,7 @@ def _strategy_html(eq: dict[str, Any]) -> str:
                 paper += f"<br>submitted: <code>{e(info['submission']['wheel'])}</code>, SHA-256 <code class='sha'>{e(info['submission']['sha256'])}</code>"
             rows.append(f"<tr><td class='s'>{side[:-1]}</td><td class='s'>{e(label)}</td><td>{e(info['version'])}</td><td class='t'>{paper}</td>"
                         f"<td class='s'>{e(_params_text(info['params']))}</td><td>{e(_cost_text(costs.get(side, {}).get(label), side))}</td></tr>")
-    return ("<h2>The strategies: paper, parameters, cost</h2><p>Cost: seconds per match of the strategy's own stage, and the clean samples a defense used.</p>"
+    return ("<h2>The strategies: paper, parameters, cost</h2><p>Cost: seconds per match of the strategy's own stage, and the clean samples a defense was given (n/a cells left out).</p>"
             "<table id='strategies'><tr><th>side</th><th>strategy</th><th>version</th><th>paper</th><th>parameters</th><th>cost</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -642,29 +656,41 @@ def _submissions(folder: Path) -> dict[str, Any]:
     return known if isinstance(known, dict) else {}
 
 
-def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None, missing: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def publish(
+    board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None, missing: dict[str, list[str]] | None = None, date: str | None = None
+) -> dict[str, Any]:
     """Write the leaderboard's files into `folder`; returns the equilibrium JSON. `adapted` (the
     game `arena oracle` grew from this suite, arena.adaptive.adapted_game) is published beside
     the static game: `adapted.json` and a section of each page. `missing`: the suite's
-    strategies with no row yet (`unplayed`), said on the page."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
-    tidy.to_csv(folder / "results.csv", index=False)
+    strategies with no row yet (`unplayed`), said on the page. `date`: the board's date when it
+    is not today's (pages rewritten from published rows keep theirs).
+
+    Everything is read and checked before anything is written (the history, submissions.json),
+    so a damaged file stops the publication with nothing changed."""
     eq = equilibrium_json(board, frame)
+    if date is not None:
+        eq["provenance"]["rendered"] = eq["provenance"]["date"]
+        eq["provenance"]["date"] = date
     if missing and any(missing.values()):
         eq["unplayed"] = missing
     if adapted is not None:
-        (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
         eq["adapted"] = adapted
-    elif (folder / "adapted.json").exists():
-        (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
-    submitted = _submissions(folder)
+    submitted = _submissions(folder) if folder.exists() else {}
     for side in ("defenders", "attackers"):  # a submitted strategy's rows carry the bundle's hash as provenance
         for info in eq["strategies"][side].values():
-            if info["name"] in submitted:
+            if info["name"] in submitted and isinstance(submitted[info["name"]], dict):
                 info["submission"] = {k: submitted[info["name"]].get(k) for k in ("wheel", "sha256", "bundle", "checked_with")}
-    past = site.read_history(folder)
-    eq["answer"] = answer(eq, past[-1] if past else None)
+    past = site.read_history(folder) if folder.exists() else []
+    previous, same_since = site.previous_answer(past, eq)
+    eq["answer"] = answer(eq, previous, same_since)
+    # all read; now written
+    folder.mkdir(parents=True, exist_ok=True)
+    tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
+    tidy.to_csv(folder / "results.csv", index=False)
+    if adapted is not None:
+        (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
+    elif (folder / "adapted.json").exists():
+        (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
     site.write_history(folder, past, eq)
     (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")
     (folder / "README.md").write_text(markdown_page(eq))
@@ -673,5 +699,6 @@ def publish(board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, 
         _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0, board.not_applicable)
         _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0, board.not_applicable)
         _heatmap(folder / "asr.png", board.mean("defended_asr"), board.defenders, board.attackers, "attack success after defense", "Reds", 0.0, 1.0, board.not_applicable)
-    site.write_index(folder.parent)
+    if folder.parent.name == site.ROOT_NAME:  # the site index lives in the leaderboards folder only
+        site.write_index(folder.parent)
     return eq

@@ -66,11 +66,11 @@ def plugin_paths() -> tuple[str, ...]:
 
 
 def use_plugin_paths(paths: tuple[str, ...] | list[str]) -> None:
-    """Put these folders first on the path; when one is new, every registry forgets the plugins
-    it discovered, so the next lookup finds the folders' entry points."""
+    """Put these folders last on the path (a name they share with anything already here
+    resolves to what was here; arena.submission refuses such names too); when one is new, every
+    registry forgets the plugins it discovered, so the next lookup finds the folders' entry points."""
     new = [p for p in paths if p not in sys.path]
-    for path in reversed(new):
-        sys.path.insert(0, path)
+    sys.path.extend(new)
     if new:
         for registry in _REGISTRIES:
             registry.refresh()

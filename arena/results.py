@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -118,18 +119,23 @@ class ResultsStore:
             out.append({"key": key, "spec": spec, "status": status, "result": result, "error": error, "attempts": attempts, "updated": updated})
         return out
 
-    def import_rows(self, suite: str, rows: list[dict[str, Any]]) -> int:
+    def import_rows(self, suite: str, rows: list[dict[str, Any]], updated: str | None = None) -> int:
         """Add rows read by `read_published` whose cells this store does not hold yet (a local row,
-        newer or not, is never replaced); returns how many were added. One transaction."""
+        newer or not, is never replaced); returns how many were added. One transaction. `updated`:
+        when the rows were made (the published board's date), not when they were imported."""
+        stamp = updated or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with self._sql():
             held = {row[0] for row in self.db.execute("SELECT key FROM matches WHERE suite = ?", (suite,))}
-            new = [row for row in rows if row["key"] not in held]
-            now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            new = list({row["key"]: row for row in rows if row["key"] not in held}.values())
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO matches (suite, key, spec, status, result, error, attempts, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(suite, r["key"], json.dumps(r["spec"]), r["status"], None if r["result"] is None else json.dumps(r["result"]), r["error"], r["attempts"], now) for r in new],
-            )
+            try:
+                self.db.executemany(
+                    "INSERT INTO matches (suite, key, spec, status, result, error, attempts, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(suite, r["key"], json.dumps(r["spec"]), r["status"], None if r["result"] is None else json.dumps(r["result"]), r["error"], r["attempts"], stamp) for r in new],
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
             self.db.execute("COMMIT")
         return len(new)
 
@@ -270,17 +276,20 @@ def published_row(record: dict[str, str]) -> dict[str, Any]:
     of `ResultsStore._record` over the fields the CSV keeps). The spec is rebuilt from its columns
     and must hash to the line's match key: a line whose key does not follow from its spec is
     refused, so an edited row can not stand in for a cell it is not."""
+    attacker_params, defender_params = json.loads(record["attacker_params"]), json.loads(record["defender_params"])
+    if not isinstance(attacker_params, dict) or not isinstance(defender_params, dict):
+        raise ValueError("its parameters are not JSON objects")
     spec = MatchSpec.from_dict(
         {
             "attack": {
-                "attacker": {"name": record["attacker"], "version": record["attacker_version"], "params": json.loads(record["attacker_params"])},
+                "attacker": {"name": record["attacker"], "version": record["attacker_version"], "params": attacker_params},
                 "dataset": record["dataset"],
                 "architecture": record["architecture"],
                 "epochs": int(record["epochs"]),
                 "clean_budget": float(record["clean_budget"]),
                 "seed": int(record["seed"]),
             },
-            "defender": {"name": record["defender"], "version": record["defender_version"], "params": json.loads(record["defender_params"])},
+            "defender": {"name": record["defender"], "version": record["defender_version"], "params": defender_params},
         }
     )
     if spec.key != record["match_key"]:
@@ -309,8 +318,22 @@ def published_row(record: dict[str, str]) -> dict[str, Any]:
             "numerics": _json_or_none(record["numerics"]),
             "provenance": {"arena_version": _cell(record["arena_version"]), "git_commit": _cell(record["git_commit"])},
         }
+        _check_figures(result)
     attempts = int(record["attempts"]) if record["attempts"] else 1
     return {"key": spec.key, "spec": spec.to_dict(), "status": status, "result": result, "error": _cell(record["error"]), "attempts": attempts}
+
+
+def _check_figures(result: dict[str, Any]) -> None:
+    """An `ok` row's figures as the evaluator writes them: rates in [0, 1], utility = CA − ASR of
+    the deployed system. (A row edited to a consistent false figure passes: `verify` replays cells.)"""
+    rates = {"honest CA": result["honest"]["ca"], "attacked CA": result["attacked"]["ca"], "attacked ASR": result["attacked"]["asr"],
+             "defended CA": result["defended"]["ca"], "defended ASR": result["defended"]["asr"]}  # fmt: skip
+    for what, value in rates.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"its {what} is {value!r}, not a rate in [0, 1]")
+    utility = result["utility"]
+    if not isinstance(utility, (int, float)) or abs(utility - (rates["defended CA"] - rates["defended ASR"])) > 1e-6:
+        raise ValueError(f"its utility {utility!r} is not its defended CA minus its defended ASR")
 
 
 def read_published(path: Path, suite: str | None = None) -> list[dict[str, Any]]:
@@ -325,14 +348,18 @@ def read_published(path: Path, suite: str | None = None) -> list[dict[str, Any]]
             missing = sorted(set(PUBLISHED_COLUMNS) - set(reader.fieldnames or []))
             if missing:
                 raise StoreError(f"{path} is not a published results.csv: it lacks the columns {', '.join(missing)}. A leaderboard refresh writes such a file; nothing was read.")
-            rows = []
+            rows: list[dict[str, Any]] = []
+            lines: dict[tuple[str, str], int] = {}
             for line, record in enumerate(reader, start=2):
                 if suite is not None and record["suite"] != suite:
                     raise StoreError(f"{path}, line {line}: the row is of suite {record['suite']!r}, not {suite!r}. Nothing was read.")
                 try:
                     row = published_row(record)
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
                     raise StoreError(f"{path}, line {line}, is not a sound published row ({exc}). Nothing was read; restore the file from the repository (git checkout -- {path}).") from None
+                if (record["suite"], row["key"]) in lines:
+                    raise StoreError(f"{path}, line {line}, repeats the cell of line {lines[record['suite'], row['key']]} (one row per match). Nothing was read; restore the file from the repository.")
+                lines[record["suite"], row["key"]] = line
                 rows.append(row | {"suite": record["suite"]})
             return rows
     except OSError as exc:

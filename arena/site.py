@@ -14,6 +14,7 @@ from arena.errors import StoreError
 from arena.store import atomic_write
 
 SUPPORT = 5e-3  # an equilibrium weight below this is not named as part of the mixture
+ROOT_NAME = "leaderboards"  # the folder of suites whose index a publication rewrites
 
 
 def history_entry(eq: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +41,30 @@ def _same_game(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return close and set(a.get("defender") or {}) == set(b.get("defender") or {}) and set(a.get("attacker") or {}) == set(b.get("attacker") or {}) and all(a.get(k) == b.get(k) for k in keys)
 
 
+def _entry_problem(h: Any) -> str | None:
+    if not isinstance(h, dict) or not isinstance(h.get("date"), str):
+        return "an entry is not an object with a date"
+    value = h.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) > 1e6):
+        return f"the value of {h['date']} is not a number"
+    for side in ("defender", "attacker"):
+        mix = h.get(side, {})
+        if not isinstance(mix, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in mix.items()):
+            return f"the {side} equilibrium of {h['date']} is not labels and weights"
+    return None
+
+
+def previous_answer(past: list[dict[str, Any]], eq: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The last answer on record that differs from `eq`'s game, and the date since which `eq`'s
+    game has stood when it is the last one on record (else None)."""
+    entry = history_entry(eq)
+    same_since = None
+    rest = list(past)
+    while rest and _same_game(rest[-1], entry):
+        same_since = rest.pop()["date"]
+    return (rest[-1] if rest else None), same_since
+
+
 def read_history(folder: Path) -> list[dict[str, Any]]:
     """The refreshes of the board published in `folder`, oldest first. A board published before
     histories were kept starts its history with the equilibrium.json it has."""
@@ -47,12 +72,15 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
     try:
         if path.exists():
             history = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(history, list) or not all(isinstance(h, dict) and "date" in h for h in history):
+            if not isinstance(history, list):
                 raise ValueError("it is not a list of refreshes")
+            for h in history:
+                if (problem := _entry_problem(h)) is not None:
+                    raise ValueError(problem)
             return history
         if (folder / "equilibrium.json").exists():
             return [history_entry(json.loads((folder / "equilibrium.json").read_text(encoding="utf-8")))]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise StoreError(
             f"Cannot read the published history of {folder} ({exc}); nothing was published. Restore history.json and equilibrium.json from the repository (git checkout -- {folder})."
         ) from None
@@ -93,7 +121,7 @@ def value_plot(history: list[dict[str, Any]], width: int = 420, height: int = 12
             f"<polyline fill='none' stroke='#2a6' stroke-width='2' points='{line}'/>{dots}{labels}</svg>")  # fmt: skip
 
 
-def index_page(suites: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]) -> str:
+def index_page(suites: list[tuple[str, dict[str, Any], list[dict[str, Any]]]], unreadable: list[tuple[str, str]] | None = None) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>arena leaderboards</title>",
@@ -112,6 +140,9 @@ def index_page(suites: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]) -
             f"<td>{e(str(eq.get('provenance', {}).get('date', '')))}</td><td>{len(history)}</td></tr>"
         )
     parts.append("</table>")
+    if unreadable:
+        parts.append("<p>Suites whose published files could not be read (restore them from the repository):</p><ul>"
+                     + "".join(f"<li><code>{e(n)}</code>: {e(why)}</li>" for n, why in unreadable) + "</ul>")
     for name, eq, history in suites:
         parts.append(f"<h2 id='history-{e(name)}'>{e(eq.get('suite', name))}: how the answer changed</h2><p>Game value per refresh that changed the game.</p>{value_plot(history)}")
         parts.append(f"<table class='history' data-suite='{e(name)}'><tr><th>date</th><th>commit</th><th>game value</th><th>defender equilibrium</th><th>attacker equilibrium</th></tr>")
@@ -126,13 +157,18 @@ def index_page(suites: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]) -
 
 def write_index(root: Path) -> Path:
     """leaderboards/index.html: every suite folder under `root` with a published board."""
-    suites = []
+    suites, unreadable = [], []
     for folder in sorted(p for p in root.iterdir() if (p / "equilibrium.json").is_file()):
-        try:
+        try:  # one damaged suite is named on the index, and does not keep the others off it
             eq = json.loads((folder / "equilibrium.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"Cannot read {folder / 'equilibrium.json'} ({exc}) for the site index; restore it from the repository.") from None
-        suites.append((folder.name, eq, read_history(folder)))
+            if not isinstance(eq, dict) or not isinstance(eq.get("provenance"), dict):
+                raise ValueError("not a published equilibrium")
+            value = eq.get("value")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError("its value is not a number")
+            suites.append((folder.name, eq, read_history(folder)))
+        except (OSError, ValueError, RecursionError, StoreError) as exc:
+            unreadable.append((folder.name, str(exc)[:200]))
     path = root / "index.html"
-    atomic_write(path, index_page(suites).encode())
+    atomic_write(path, index_page(suites, unreadable).encode())
     return path

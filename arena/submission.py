@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
+from importlib.metadata import PathDistribution
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ MANIFEST = "submission.json"
 FORMAT = 1
 GROUPS = {"arena.attackers": "attacker", "arena.defenders": "defender"}
 MAX_WHEEL_BYTES = 256 * 2**20
+MAX_WHEEL_UNPACKED = 1024 * 2**20
+MAX_WHEEL_FILES = 10_000
+MAX_MANIFEST_BYTES = 2**20
 
 
 class SubmissionError(UsageError):
@@ -96,12 +101,13 @@ def install_isolated(wheel: Path, site: Path) -> Path:
 
 def declared_strategies(site: Path) -> list[dict[str, str]]:
     """The strategies the installed wheel declares, named as arena lists them (package/name)."""
-    from importlib.metadata import PathDistribution
-
     out = []
     for info in sorted(site.glob("*.dist-info")):
         dist = PathDistribution(info)
-        package = dist.metadata["Name"].lower().replace("-", "_")
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if not name:
+            raise SubmissionError(f"{info.name} names no distribution (its METADATA has no Name); a wheel pip builds has one.")
+        package = name.lower().replace("-", "_")
         for ep in dist.entry_points:
             if ep.group in GROUPS:
                 out.append({"kind": GROUPS[ep.group], "name": f"{package}/{ep.name}", "entry_point": ep.value})
@@ -190,32 +196,109 @@ def _manifest_problem(m: Any) -> str | None:
     return None
 
 
-def open_bundle(bundle: Path, workdir: Path) -> Submission:
-    """Verify a bundle and install its wheel into `workdir`/site. Refused (SubmissionError, and
-    nothing installed) when it is not a bundle, when the wheel's SHA-256 is not the recorded one,
-    or when the installed wheel declares other strategies than were checked."""
-    bundle = Path(bundle)
-    if not bundle.is_file():
-        raise SubmissionError(f"no submission bundle at {bundle}; `arena submit PACKAGE_DIR` writes one.")
+def _read_bundle(bundle: Path, workdir: Path) -> tuple[dict[str, Any], Path, str]:
+    """The bundle's manifest, its wheel written to `workdir` and the wheel's SHA-256 (hashed as
+    it is written). Every way a zip can be damaged or hostile is a SubmissionError."""
     try:
         with zipfile.ZipFile(bundle) as z:
-            names = z.namelist()
-            if MANIFEST not in names:
+            infos = {i.filename: i for i in z.infolist()}
+            if MANIFEST not in infos:
                 raise SubmissionError(f"{bundle} is not a submission bundle: it has no {MANIFEST}.")
+            if infos[MANIFEST].file_size > MAX_MANIFEST_BYTES:
+                raise SubmissionError(f"the {MANIFEST} of {bundle} is over {MAX_MANIFEST_BYTES // 2**20} MiB; a bundle's manifest is a few KiB. Nothing was installed.")
             manifest = json.loads(z.read(MANIFEST).decode("utf-8"))
             problem = _manifest_problem(manifest)
             if problem:
                 raise SubmissionError(f"{bundle} is not a sound submission bundle: {problem}. Nothing was installed.")
-            if sorted(names) != sorted([MANIFEST, manifest["wheel"]]):
-                raise SubmissionError(f"{bundle} holds {len(names)} files; a bundle holds {MANIFEST} and the wheel {manifest['wheel']} only. Nothing was installed.")
-            if z.getinfo(manifest["wheel"]).file_size > MAX_WHEEL_BYTES:
+            if sorted(infos) != sorted([MANIFEST, manifest["wheel"]]):
+                raise SubmissionError(f"{bundle} holds {len(infos)} files; a bundle holds {MANIFEST} and the wheel {manifest['wheel']} only. Nothing was installed.")
+            if infos[manifest["wheel"]].file_size > MAX_WHEEL_BYTES:
                 raise SubmissionError(f"the wheel in {bundle} is over the {MAX_WHEEL_BYTES // 2**20} MiB a submission may be. Nothing was installed.")
             workdir.mkdir(parents=True, exist_ok=True)
             wheel = workdir / manifest["wheel"]
-            wheel.write_bytes(z.read(manifest["wheel"]))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SubmissionError(f"{bundle} is not a readable submission bundle ({exc}). Nothing was installed.") from None
-    actual = sha256_file(wheel)
+            digest, written = hashlib.sha256(), 0
+            with z.open(manifest["wheel"]) as source, wheel.open("wb") as target:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    written += len(block)
+                    if written > MAX_WHEEL_BYTES:  # a size field can lie; the bytes cannot
+                        raise SubmissionError(f"the wheel in {bundle} unpacks past the {MAX_WHEEL_BYTES // 2**20} MiB a submission may be. Nothing was installed.")
+                    digest.update(block)
+                    target.write(block)
+            _check_wheel_contents(wheel, bundle)
+            return manifest, wheel, digest.hexdigest()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError (a RuntimeError): an unknown compression
+        raise SubmissionError(f"{bundle} is not a readable submission bundle ({type(exc).__name__}: {str(exc)[:200]}). Nothing was installed.") from None
+
+
+def _check_wheel_contents(wheel: Path, bundle: Path) -> None:
+    """A wheel pip may unpack: bounded in files and bytes, one distribution, no path outside."""
+    with zipfile.ZipFile(wheel) as w:
+        infos = w.infolist()
+        if len(infos) > MAX_WHEEL_FILES or sum(i.file_size for i in infos) > MAX_WHEEL_UNPACKED:
+            raise SubmissionError(f"the wheel in {bundle} unpacks to {len(infos)} files and {sum(i.file_size for i in infos) / 2**20:.0f} MiB, over the "
+                                  f"{MAX_WHEEL_FILES} files and {MAX_WHEEL_UNPACKED // 2**20} MiB a submission may be. Nothing was installed.")
+        for info in infos:
+            name = info.filename
+            if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name.split("/")[0]:
+                raise SubmissionError(f"the wheel in {bundle} holds {name!r}, a path outside its own folder. Refused; nothing was installed.")
+        tops = {Path(i.filename).parts[0] for i in infos if Path(i.filename).parts}
+        infos_dirs = [t for t in tops if t.endswith((".dist-info", ".egg-info"))]
+        if len([t for t in infos_dirs if t.endswith(".dist-info")]) != 1 or any(t.endswith(".egg-info") for t in infos_dirs):
+            raise SubmissionError(f"the wheel in {bundle} holds {sorted(infos_dirs) or 'no'} distribution metadata; a submission is one distribution (one .dist-info). Refused; nothing was installed.")
+
+
+def _refuse_shadowing(site: Path, bundle: Path) -> None:
+    """A submission adds new names only: no module that this environment already imports or
+    finds elsewhere (the standard library, arena's dependencies, another plugin), no
+    distribution already installed, no strategy name already registered. The folder is put last
+    on the path, so even a name this misses resolves to what was there before."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from arena.registry import ATTACKERS, DEFENDERS
+
+    for entry in sorted(site.iterdir()):
+        if entry.name.endswith(".dist-info"):
+            try:
+                name = PathDistribution(entry).metadata["Name"] or ""
+            except (OSError, ValueError) as exc:
+                raise SubmissionError(f"the wheel in {bundle} has unreadable metadata ({exc}). Refused; nothing was played.") from None
+            try:
+                distribution(name)
+                installed = True
+            except PackageNotFoundError:
+                installed = False
+            if installed:
+                raise SubmissionError(f"the wheel in {bundle} is distribution {name!r}, which is already installed here: "
+                                      "a submission may not stand in for an installed package. Refused; nothing was played.")
+            continue
+        if entry.name in ("bin", "__pycache__"):
+            continue
+        module = entry.name.removesuffix(".py") if entry.is_file() else entry.name
+        if not module.isidentifier():
+            continue  # not importable by name (data files, a .pth is not read from a --target folder)
+        if module in sys.modules or module in sys.stdlib_module_names or importlib.util.find_spec(module) is not None:
+            raise SubmissionError(f"the wheel in {bundle} ships the top-level module {module!r}, which this environment already has: a submission may not "
+                                  "replace code arena or another package imports. Refused; nothing was played.")
+    for strategy in declared_strategies(site):
+        registry = ATTACKERS if strategy["kind"] == "attacker" else DEFENDERS
+        if strategy["name"] in registry.names():
+            raise SubmissionError(f"{strategy['kind']} {strategy['name']!r} is already registered here (installed, or another submission): a submission may not "
+                                  "take over a name. Refused; nothing was played.")
+
+
+def open_bundle(bundle: Path, workdir: Path) -> Submission:
+    """Verify a bundle and install its wheel into `workdir`/site. Refused (SubmissionError, and
+    nothing played) when it is not a bundle, when the wheel's SHA-256 is not the recorded one
+    (altered after it was written), when it would shadow anything already here, or when the
+    installed wheel declares other strategies than its report covers. The hash shows the wheel is
+    the one its manifest names, not that the manifest is honest: the refresh checks the
+    strategies again itself (`open_submissions`)."""
+    bundle = Path(bundle)
+    if not bundle.is_file():
+        raise SubmissionError(f"no submission bundle at {bundle}; `arena submit PACKAGE_DIR` writes one.")
+    manifest, wheel, actual = _read_bundle(bundle, workdir)
     if actual != manifest["sha256"]:
         wheel.unlink()
         raise SubmissionError(
@@ -223,11 +306,13 @@ def open_bundle(bundle: Path, workdir: Path) -> Submission:
             "Refused; nothing was installed or played. Ask the author for the bundle `arena submit` wrote."
         )
     site = install_isolated(wheel, workdir / "site")
+    _refuse_shadowing(site, bundle)
     declared = [{"kind": s["kind"], "name": s["name"]} for s in declared_strategies(site)]
     recorded = sorted(({"kind": s["kind"], "name": s["name"]} for s in manifest["strategies"]), key=lambda s: (s["kind"], s["name"]))
     if declared != recorded:
         raise SubmissionError(f"the wheel in {bundle} declares {declared}, the bundle records {recorded}. Refused; nothing was played.")
-    failed = [f"{n}: {c.get('name')}" for n, checks in manifest["check"].items() for c in checks if not (isinstance(c, dict) and c.get("ok") is True)]
+    failed = [f"{n}: {c.get('name') if isinstance(c, dict) else c!r}" for n, checks in manifest["check"].items() for c in (checks if isinstance(checks, list) else [checks])
+              if not (isinstance(c, dict) and c.get("ok") is True)]  # fmt: skip
     if failed or set(manifest["check"]) != {s["name"] for s in recorded}:
         raise SubmissionError(f"the bundle's check report does not pass every check of every strategy ({', '.join(failed) or 'strategies missing from it'}). Refused; nothing was played.")
     return Submission(bundle.resolve(), manifest, site)

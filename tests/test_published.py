@@ -71,7 +71,7 @@ def test_results_import_adds_the_published_rows_and_keeps_local_ones(arena_home,
 
 def _published_pair(tmp_path, grids):
     """A suite folder published once per grid, in order (each a refresh)."""
-    folder = tmp_path / "boards" / "t"
+    folder = tmp_path / "leaderboards" / "t"
     eqs = []
     for grid in grids:
         frame = _frame(grid)
@@ -83,7 +83,7 @@ def test_the_page_opens_with_the_answer_in_words(tmp_path):
     folder, (eq,) = _published_pair(tmp_path, [TALK])
     first, second, left, since = eq["answer"][:4]  # then a caveat: these rows record no code fingerprints
     # TALK: fine_pruning dominates (0.968 against badnets, its worst); badnets is the attacker's best reply
-    assert "best play against every attacker here is `fine_pruning` (100%)" in first and "at 0.968 or more" in first
+    assert "Against the 2 attackers in this game, the defender's best play is `fine_pruning` (100%)" in first and "at 0.968 or more" in first
     assert "the attacker's best play is `badnets` (100%)" in first
     assert "the best single defense is `fine_pruning` (0.968)" in second
     assert left == "**Not in the game.** Nothing: every strategy of the suite played every cell."
@@ -96,7 +96,7 @@ def test_the_page_opens_with_the_answer_in_words(tmp_path):
 
 def test_what_is_left_out_and_what_changed_are_said(tmp_path):
     loud = {**TALK, ("fine_tuning", "loud"): [0.0, 0.0], ("fine_pruning", "loud"): [0.0, 0.0]}
-    folder = tmp_path / "boards" / "t"
+    folder = tmp_path / "leaderboards" / "t"
     eq0 = publish(build_board(_frame(TALK), "t", replicates=20), _frame(TALK), folder)
     frame = _frame({**loud, ("none", "badnets"): [-0.1, -0.1], ("none", "pruning_aware"): [-0.1, -0.1], ("none", "loud"): [0.0, 0.0]}, stealthy={"loud": False})
     eq1 = publish(build_board(frame, "t", replicates=20), frame, folder)
@@ -112,18 +112,53 @@ def test_the_history_keeps_each_answer_once_and_the_site_lists_every_suite(tmp_p
     history = json.loads((folder / "history.json").read_text())
     assert [round(h["value"], 3) for h in history] == [0.968, 0.9]  # the unchanged re-refresh added nothing
     assert history[-1]["defender_support"] == ["fine_pruning"]
+    assert "Nothing changed: this answer has stood since" in eqs[1]["answer"][3] and "the game value went from 0.968 to 0.900" in eqs[2]["answer"][3]
     index = (folder.parent / "index.html").read_text()
     assert "data-suite='t'" in index and "<svg" in index and index.count("<circle") == 2
     assert "href='t/index.html'" in index and "href='../index.html'" in (folder / "index.html").read_text()
 
 
-def test_a_damaged_history_is_a_clear_error_and_nothing_is_published(tmp_path):
+@pytest.mark.parametrize("history", ["{not json", "[1]", '[{"date": "x", "value": "high"}]', '[{"date": "x", "value": 0.5, "defender": [1]}]'])
+def test_a_damaged_history_is_a_clear_error_and_nothing_is_published(tmp_path, history):
     folder, _ = _published_pair(tmp_path, [TALK])
-    (folder / "history.json").write_text("{not json")
-    before = (folder / "equilibrium.json").read_text()
+    (folder / "history.json").write_text(history)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    changed = {**TALK, ("fine_pruning", "badnets"): [0.9, 0.9]}
     with pytest.raises(StoreError, match="Cannot read the published history"):
-        publish(build_board(_frame(TALK), "t", replicates=20), _frame(TALK), folder)
-    assert (folder / "equilibrium.json").read_text() == before
+        publish(build_board(_frame(changed), "t", replicates=20), _frame(changed), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # not one file written
+
+
+def test_a_damaged_suite_is_named_on_the_index_and_keeps_no_other_off_it(tmp_path):
+    folder, _ = _published_pair(tmp_path, [TALK])
+    broken = folder.parent / "broken"
+    broken.mkdir()
+    (broken / "equilibrium.json").write_text("[]")
+    _published_pair(tmp_path, [TALK])  # publishes t again: the index is rewritten
+    index = (folder.parent / "index.html").read_text()
+    assert "data-suite='t'" in index and "<code>broken</code>: not a published equilibrium" in index
+
+
+def test_published_rows_with_impossible_figures_repeated_cells_or_odd_parameters_are_refused(tmp_path):
+    import csv
+
+    source = BOARDS / "digits-smoke" / "results.csv"
+    rows = list(csv.DictReader(source.open()))
+
+    def refused(change, message):
+        edited = [dict(r) for r in rows]
+        change(edited)
+        with (tmp_path / "r.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(edited)
+        with pytest.raises(StoreError, match=message):
+            read_published(tmp_path / "r.csv", "digits-smoke")
+
+    refused(lambda r: r[0].update(defended_asr="0.0"), "its utility .* is not its defended CA minus its defended ASR")  # a better score, its utility kept
+    refused(lambda r: r[0].update(defended_asr="1.5", utility=str(float(r[0]["defended_ca"]) - 1.5)), r"its defended ASR is 1.5, not a rate in \[0, 1\]")
+    refused(lambda r: r.append(dict(r[0])), "line 26, repeats the cell of line 2")
+    refused(lambda r: r[0].update(attacker_params="[]"), "its parameters are not JSON objects")
 
 
 @pytest.mark.skipif(_browser() is None, reason="no headless Chromium here (.ci/run installs it)")

@@ -118,3 +118,92 @@ def test_a_package_whose_strategy_fails_a_check_gets_no_bundle(tmp_path):
         build_bundle(package, tmp_path / "b.zip", time_budget_s=60)
     assert not (tmp_path / "b.zip").exists() and not (tmp_path / "b.zip.part").exists()
     assert plugin_paths() == () and "arena_broken" not in sys.modules  # the checked folder left the path with its temporary directory
+
+
+def _with_wheel_member(name, data):
+    """An author's own edit of the wheel, its hash recomputed: the bundle is self-consistent."""
+    import hashlib
+    import io
+
+    def change(files):
+        wheel_name = next(n for n in files if n.endswith(".whl"))
+        src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for info in src.infolist():
+                z.writestr(info, src.read(info.filename))
+            z.writestr(name, data)
+        files[wheel_name] = out.getvalue()
+        manifest = json.loads(files["submission.json"])
+        manifest["sha256"] = hashlib.sha256(files[wheel_name]).hexdigest()
+        files["submission.json"] = json.dumps(manifest).encode()
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        ("yaml/__init__.py", "ships the top-level module 'yaml', which this environment already has"),  # would replace what arena imports
+        ("json.py", "ships the top-level module 'json'"),
+        ("other-1.0.egg-info/entry_points.txt", "a submission is one distribution"),  # entry points of a name not its own
+        ("../../outside.py", "a path outside its own folder"),
+    ],
+)
+def test_a_self_consistent_bundle_that_would_shadow_or_escape_is_refused(bundle, tmp_path, member, message):
+    path, _ = bundle
+    hostile = _rewrite(path, tmp_path / "hostile.zip", _with_wheel_member(member, b"print('hostile')\n"))
+    with pytest.raises(SubmissionError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        open_bundle(hostile, tmp_path / "work")
+    assert not (tmp_path / "outside.py").exists() and not (tmp_path.parent / "outside.py").exists()
+
+
+def test_a_damaged_zip_is_a_clear_refusal(bundle, tmp_path):
+    path, _ = bundle
+    data = path.read_bytes()
+    (tmp_path / "truncated.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SubmissionError, match="is not a readable submission bundle"):
+        open_bundle(tmp_path / "truncated.zip", tmp_path / "w1")
+    with zipfile.ZipFile(path) as z:  # the wheel's compressed bytes flipped in place: a CRC or inflate error
+        info = z.getinfo(next(n for n in z.namelist() if n.endswith(".whl")))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 100
+    damaged = bytearray(data)
+    damaged[start : start + 200] = bytes(b ^ 0xFF for b in damaged[start : start + 200])
+    (tmp_path / "flipped.zip").write_bytes(bytes(damaged))
+    with pytest.raises(SubmissionError, match="is not a readable submission bundle|altered after it was built"):
+        open_bundle(tmp_path / "flipped.zip", tmp_path / "w2")
+
+
+def test_a_bundle_whose_report_lies_is_checked_again_by_the_refresh_and_refused(tmp_path, capsys, arena_home):
+    """The hash and the report are the author's word; the maintainer's refresh runs the check."""
+    import hashlib
+
+    from arena.cli import main
+    from arena.submission import build_wheel, sha256_file
+
+    package = tmp_path / "arena-liar"
+    (package / "arena_liar").mkdir(parents=True)
+    (package / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "arena-liar"\nversion = "0.1.0"\n\n'
+        '[project.entry-points."arena.defenders"]\nliar = "arena_liar:Liar"\n\n[tool.setuptools]\npackages = ["arena_liar"]\n'
+    )
+    (package / "arena_liar" / "__init__.py").write_text(
+        "from arena import Defender, Space\n\n\nclass Liar(Defender):\n    name = 'liar'\n    version = '1'\n    paper = 'none'\n"
+        "    deviations = 'none'\n    space = Space()\n\n    def run(self, model, ctx):\n        raise RuntimeError('this defense always fails')\n"
+    )
+    wheel = build_wheel(package, tmp_path / "wheel")
+    manifest = {
+        "format": 1, "wheel": wheel.name, "sha256": sha256_file(wheel), "size": wheel.stat().st_size,
+        "strategies": [{"kind": "defender", "name": "arena_liar/liar", "entry_point": "arena_liar:Liar"}],
+        "check": {"arena_liar/liar": [{"name": "runs", "ok": True, "detail": ""}]},
+        "checked_with": {"arena_version": "0.1.0", "git_commit": None, "python": "3"}, "built": "2026-12-06",
+    }  # fmt: skip
+    assert manifest["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    with zipfile.ZipFile(tmp_path / "liar.zip", "w") as z:
+        z.writestr("submission.json", json.dumps(manifest))
+        z.write(wheel, wheel.name)
+    (tmp_path / "suite.yaml").write_text(json.dumps({"name": "s", "dataset": "digits", "seeds": [0], "attackers": ["none"], "defenders": ["none"]}))
+    assert main(["leaderboard", "refresh", str(tmp_path / "suite.yaml"), "--submission", str(tmp_path / "liar.zip"), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "liar.zip fails" in err and "check(s) here, whatever its report says" in err and "Refused; nothing was played" in err
+    assert not (tmp_path / "results.csv").exists() and plugin_paths() == ()

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="suite name (folder under ./leaderboards/) or suite.yaml path")
     p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME", help="refresh: also play this registered strategy (e.g. a plugin package/name)")
     p.add_argument("--submission", action="append", default=[], metavar="BUNDLE", help="refresh: play a submission bundle (`arena submit`) against every opponent: "
-                   "its hash verified, its wheel installed in isolation, run sandboxed")
+                   "its wheel's hash matched, installed in isolation, checked again here, run sandboxed")
+    p.add_argument("--check-budget", type=number(low=0, low_open=True), default=120.0, help="refresh --submission: seconds one check run of a submitted strategy may take (default 120)")
     p.add_argument("--pages-only", action="store_true", help="refresh: rewrite the published board's pages from its results.csv as it is (after a change to the pages), playing nothing")
     p.add_argument("--include-nonstealthy", action="store_true", help="keep attacks that fail the stealth gate in the game")
     add_cluster_options(p)
@@ -33,7 +34,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "verify":
         return verify(args)
-    from arena.leaderboard import build_board, publish, published_date, unplayed
+    from arena.registry import plugin_paths, remove_plugin_path
+
+    before = set(plugin_paths())
+    try:
+        return show_or_refresh(args)
+    finally:  # a submission's folder leaves the path with the command (its files go at exit)
+        for path in [p for p in plugin_paths() if p not in before]:
+            remove_plugin_path(path)
+
+
+def show_or_refresh(args: argparse.Namespace) -> int:
+    from arena.leaderboard import _adapted_html, _adapted_lines, build_board, publish, published_date, unplayed
     from arena.results import default_results, published_frame, read_published
     from arena.suite import find_suite, load_suite, suite_frame, with_strategies
 
@@ -43,18 +55,18 @@ def run(args: argparse.Namespace) -> int:
     published = path.parent / "results.csv"
     submissions = []
     if args.action == "refresh":
+        if args.pages_only:  # refused before anything is installed or read
+            if not published.exists():
+                raise UsageError(f"--pages-only rewrites a published board's pages, and {published} does not exist; run `arena leaderboard refresh {args.suite}`.")
+            if args.submission or args.with_:
+                raise UsageError("--pages-only plays nothing, so it takes no --with or --submission.")
         if args.submission:
             submissions = open_submissions(args)
             suite = with_strategies(suite, [name for s in submissions for _, name in s.strategies])
         if args.with_:
             suite = with_strategies(suite, args.with_)
-        if args.pages_only:
-            if not published.exists():
-                raise UsageError(f"--pages-only rewrites a published board's pages, and {published} does not exist; run `arena leaderboard refresh {args.suite}`.")
-            if submissions or args.with_:
-                raise UsageError("--pages-only plays nothing, so it takes no --with or --submission.")
-        elif published.exists():  # the published rows are the starting state: only missing or stale cells are played
-            added = results.import_rows(suite.name, read_published(published, suite.name))
+        if not args.pages_only and published.exists():  # the published rows are the starting state: only missing or stale cells are played
+            added = results.import_rows(suite.name, read_published(published, suite.name), updated=published_date(path.parent))
             if added:
                 render.err.print(f"started from the {added} published rows of {render.plain(published)} this store did not hold")
         if not args.pages_only:
@@ -79,12 +91,18 @@ def run(args: argparse.Namespace) -> int:
 
         adapted = load_adapted(suite, arena_home())
         if args.pages_only and (path.parent / "adapted.json").exists():  # the published adapted game, as published
-            adapted = json.loads((path.parent / "adapted.json").read_text())
+            try:
+                adapted = json.loads((path.parent / "adapted.json").read_text(encoding="utf-8"))
+                if not isinstance(adapted, dict):
+                    raise ValueError("not a JSON object")
+                _adapted_lines(adapted), _adapted_html(adapted)  # the pages can show it: every field there and of its kind
+            except (OSError, ValueError, RecursionError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                raise UsageError(f"Cannot read {path.parent / 'adapted.json'} ({exc}); restore it from the repository. Nothing was published.") from None
         for submission in submissions:  # the bundle's hash beside its strategies' rows
             record(path.parent, submission)
-        publish(board, frame, path.parent, adapted, missing=unplayed(suite, frame))
+        publish(board, frame, path.parent, adapted, missing=unplayed(suite, frame), date=published_date(path.parent) if args.pages_only else None)
         files = "results.csv, equilibrium.json, history.json, README.md, index.html, heatmaps, ../index.html"
-        files += ", submissions.json" if submissions else "" + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
+        files += (", submissions.json" if submissions else "") + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
         render.err.print(f"published {render.plain(path.parent)}/: {files}")
     render.board(board, render.out())
     return 0
@@ -92,13 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
 def open_submissions(args: argparse.Namespace) -> list[Any]:
     """Verify and install each bundle into a folder of its own outside ARENA_HOME (which the
-    sandbox hides), kept for this process's life; its strategies run sandboxed like any plugin."""
+    sandbox hides), kept for this process's life, and run `arena check` on its strategies here:
+    the bundle's own report is the author's word, this one is the maintainer's. Their code runs
+    sandboxed like any plugin's (its module imported here for its metadata only after an import
+    probe in a sandbox: docs/design.md §1)."""
     import atexit
     import shutil
     import tempfile
     from pathlib import Path
 
-    from arena.submission import on_path, open_bundle
+    from arena.contract import check
+    from arena.submission import SubmissionError, on_path, open_bundle
 
     if args.address or os.environ.get("RAY_ADDRESS"):
         raise UsageError(
@@ -111,9 +133,15 @@ def open_submissions(args: argparse.Namespace) -> list[Any]:
         atexit.register(shutil.rmtree, workdir, True)
         submission = open_bundle(Path(bundle), workdir)
         on_path(submission.site)
+        failed = []
+        for kind, name in submission.strategies:
+            render.err.print(f"checking {kind} {render.plain(name)} of {render.plain(submission.bundle.name)} (`arena check`)")
+            failed += [f"{name}: {c.name} ({c.detail[:160]})" for c in check(kind, name, time_budget_s=args.check_budget) if not c.ok]
+        if failed:
+            raise SubmissionError(f"{submission.bundle.name} fails {len(failed)} check(s) here, whatever its report says: " + "; ".join(failed) + ". Refused; nothing was played.")
         names = ", ".join(name for _, name in submission.strategies)
         render.err.print(
-            f"submission {render.plain(submission.bundle.name)}: SHA-256 {submission.manifest['sha256'][:16]}… verified; "
+            f"submission {render.plain(submission.bundle.name)}: its wheel matches the SHA-256 it records ({submission.manifest['sha256'][:16]}…) and passes every check here; "
             f"{render.plain(names)} installed in isolation at {render.plain(submission.site)}"
         )
         opened.append(submission)

@@ -64,7 +64,10 @@ def import_published(file: str | None) -> int:
         path = path / "results.csv"
     rows = read_published(path)
     results = default_results()
-    added = {suite: results.import_rows(suite, [r for r in rows if r["suite"] == suite]) for suite in sorted({r["suite"] for r in rows})}
+    from arena.leaderboard import published_date
+
+    date = published_date(path.parent)  # the board's date, when the file sits in a published board
+    added = {suite: results.import_rows(suite, [r for r in rows if r["suite"] == suite], updated=date) for suite in sorted({r["suite"] for r in rows})}
     for suite, n in added.items():
         held = sum(r["suite"] == suite for r in rows) - n
         render.err.print(f"suite {render.plain(suite)}: imported {n} published rows from {render.plain(path)}" + (f"; kept the {held} rows this store already had for the same cells" if held else ""))
