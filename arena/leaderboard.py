@@ -270,7 +270,8 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None, same_since: str 
             left.append(f"{len(names)} {side} of the suite have no results yet ({shown}): a refresh plays them")
     out.append("**Not in the game.** " + ("; ".join(left) + ". Each is listed below." if left else "Nothing: every strategy of the suite played every cell."))
     if same_since is not None:
-        out.append(f"**Since the last refresh.** Nothing changed: this answer has stood since {same_since}." + (f" Before that, {_changes(eq, previous)}" if previous else ""))
+        before = _changes(eq, previous)
+        out.append(f"**Since the last refresh.** Nothing changed: this answer has stood since {same_since}." + (f" Before that: {before[0].lower()}{before[1:]}" if previous else ""))
     else:
         out.append("**Since the last refresh.** " + _changes(eq, previous))
     if eq.get("stale"):
@@ -639,31 +640,46 @@ def published_date(folder: Path) -> str | None:
     """The date of the board published in `folder` (its equilibrium.json), or None."""
     try:
         return str(json.loads((folder / "equilibrium.json").read_text())["provenance"]["date"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
 def _submissions(folder: Path) -> dict[str, Any]:
-    """The suite folder's submissions.json (strategy name -> its bundle; arena.submission.record)."""
+    """The suite folder's submissions.json (strategy name -> the bundle it was played from:
+    wheel, sha256, bundle, checked_with, kind, played), each entry checked."""
+    from arena.errors import StoreError
+
+    path = folder / "submissions.json"
     try:
-        known = json.loads((folder / "submissions.json").read_text(encoding="utf-8"))
+        known = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            raise ValueError("not a JSON object")
+        for name, entry in known.items():
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("wheel", "sha256", "bundle")) or not isinstance(entry.get("checked_with"), dict):
+                raise ValueError(f"the entry of {name!r} is not a bundle's wheel, sha256, bundle and checked_with")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        from arena.errors import StoreError
-
-        raise StoreError(f"Cannot read {folder / 'submissions.json'} ({exc}); restore it from the repository. Nothing was published.") from None
-    return known if isinstance(known, dict) else {}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise StoreError(f"Cannot read {path} ({exc}); restore it from the repository. Nothing was published.") from None
+    return known
 
 
 def publish(
-    board: Board, frame: pd.DataFrame, folder: Path, adapted: dict[str, Any] | None = None, missing: dict[str, list[str]] | None = None, date: str | None = None
+    board: Board,
+    frame: pd.DataFrame,
+    folder: Path,
+    adapted: dict[str, Any] | None = None,
+    missing: dict[str, list[str]] | None = None,
+    date: str | None = None,
+    submitted: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the leaderboard's files into `folder`; returns the equilibrium JSON. `adapted` (the
     game `arena oracle` grew from this suite, arena.adaptive.adapted_game) is published beside
     the static game: `adapted.json` and a section of each page. `missing`: the suite's
     strategies with no row yet (`unplayed`), said on the page. `date`: the board's date when it
-    is not today's (pages rewritten from published rows keep theirs).
+    is not today's (pages rewritten from published rows keep theirs). `submitted`: the
+    provenance of bundles played in this refresh (arena.submission.provenance_entries), added
+    to submissions.json.
 
     Everything is read and checked before anything is written (the history, submissions.json),
     so a damaged file stops the publication with nothing changed."""
@@ -675,15 +691,16 @@ def publish(
         eq["unplayed"] = missing
     if adapted is not None:
         eq["adapted"] = adapted
-    submitted = _submissions(folder) if folder.exists() else {}
+    known = {**(_submissions(folder) if folder.exists() else {}), **(submitted or {})}
     for side in ("defenders", "attackers"):  # a submitted strategy's rows carry the bundle's hash as provenance
         for info in eq["strategies"][side].values():
-            if info["name"] in submitted and isinstance(submitted[info["name"]], dict):
-                info["submission"] = {k: submitted[info["name"]].get(k) for k in ("wheel", "sha256", "bundle", "checked_with")}
+            if info["name"] in known:
+                info["submission"] = {k: known[info["name"]].get(k) for k in ("wheel", "sha256", "bundle", "checked_with")}
     past = site.read_history(folder) if folder.exists() else []
-    previous, same_since = site.previous_answer(past, eq)
+    previous, same_since = site.previous_answer(past, eq, rerender=date is not None)
     eq["answer"] = answer(eq, previous, same_since)
-    # all read; now written
+    pages = markdown_page(eq), html_page(eq)
+    # all read and rendered; now written
     folder.mkdir(parents=True, exist_ok=True)
     tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
     tidy.to_csv(folder / "results.csv", index=False)
@@ -691,10 +708,14 @@ def publish(
         (folder / "adapted.json").write_text(json.dumps(adapted, indent=1) + "\n")
     elif (folder / "adapted.json").exists():
         (folder / "adapted.json").unlink()  # a game grown from other strategies is not this board's
+    if submitted:
+        from arena.store import atomic_write
+
+        atomic_write(folder / "submissions.json", (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
     site.write_history(folder, past, eq)
     (folder / "equilibrium.json").write_text(json.dumps(eq, indent=1) + "\n")
-    (folder / "README.md").write_text(markdown_page(eq))
-    (folder / "index.html").write_text(html_page(eq))
+    (folder / "README.md").write_text(pages[0])
+    (folder / "index.html").write_text(pages[1])
     if board.solution is not None:
         _heatmap(folder / "utility.png", board.matrix, board.defenders, board.attackers, "defender utility CA − ASR", "RdYlGn", -1.0, 1.0, board.not_applicable)
         _heatmap(folder / "ca.png", board.mean("defended_ca"), board.defenders, board.attackers, "clean accuracy after defense", "Greens", 0.0, 1.0, board.not_applicable)

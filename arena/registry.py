@@ -57,6 +57,9 @@ def remove_plugin_path(path: str) -> None:
         _PLUGIN_PATHS.remove(path)
     if path in sys.path:
         sys.path.remove(path)
+    prefix = path.rstrip("/") + "/"
+    for name in [n for n, m in list(sys.modules.items()) if str(getattr(m, "__file__", None) or "").startswith(prefix)]:
+        del sys.modules[name]  # imported from the folder: a later import must not find them
     for registry in _REGISTRIES:
         registry.refresh()
 

@@ -332,7 +332,7 @@ def _check_figures(result: dict[str, Any]) -> None:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
             raise ValueError(f"its {what} is {value!r}, not a rate in [0, 1]")
     utility = result["utility"]
-    if not isinstance(utility, (int, float)) or abs(utility - (rates["defended CA"] - rates["defended ASR"])) > 1e-6:
+    if not isinstance(utility, (int, float)) or not math.isfinite(utility) or abs(utility - (rates["defended CA"] - rates["defended ASR"])) > 1e-6:
         raise ValueError(f"its utility {utility!r} is not its defended CA minus its defended ASR")
 
 

@@ -54,12 +54,16 @@ def _entry_problem(h: Any) -> str | None:
     return None
 
 
-def previous_answer(past: list[dict[str, Any]], eq: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def previous_answer(past: list[dict[str, Any]], eq: dict[str, Any], rerender: bool = False) -> tuple[dict[str, Any] | None, str | None]:
     """The last answer on record that differs from `eq`'s game, and the date since which `eq`'s
-    game has stood when it is the last one on record (else None)."""
+    game has stood when it is the last one on record (else None). `rerender`: `eq` is a board
+    already on record (its pages rewritten), so its own entry is not an earlier answer."""
     entry = history_entry(eq)
     same_since = None
     rest = list(past)
+    if rerender:
+        while rest and rest[-1]["date"] == entry["date"] and _same_game(rest[-1], entry):
+            rest.pop()
     while rest and _same_game(rest[-1], entry):
         same_since = rest.pop()["date"]
     return (rest[-1] if rest else None), same_since
@@ -79,7 +83,10 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
                     raise ValueError(problem)
             return history
         if (folder / "equilibrium.json").exists():
-            return [history_entry(json.loads((folder / "equilibrium.json").read_text(encoding="utf-8")))]
+            first = history_entry(json.loads((folder / "equilibrium.json").read_text(encoding="utf-8")))
+            if (problem := _entry_problem(first)) is not None:
+                raise ValueError(f"its equilibrium.json: {problem}")
+            return [first]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise StoreError(
             f"Cannot read the published history of {folder} ({exc}); nothing was published. Restore history.json and equilibrium.json from the repository (git checkout -- {folder})."
@@ -163,11 +170,10 @@ def write_index(root: Path) -> Path:
             eq = json.loads((folder / "equilibrium.json").read_text(encoding="utf-8"))
             if not isinstance(eq, dict) or not isinstance(eq.get("provenance"), dict):
                 raise ValueError("not a published equilibrium")
-            value = eq.get("value")
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError("its value is not a number")
+            if not isinstance(eq.get("suite", folder.name), str) or (problem := _entry_problem(history_entry(eq))) is not None:
+                raise ValueError(problem or "its suite name is not text")
             suites.append((folder.name, eq, read_history(folder)))
-        except (OSError, ValueError, RecursionError, StoreError) as exc:
+        except (OSError, ValueError, RecursionError, StoreError, KeyError, TypeError, AttributeError) as exc:
             unreadable.append((folder.name, str(exc)[:200]))
     path = root / "index.html"
     atomic_write(path, index_page(suites, unreadable).encode())

@@ -25,7 +25,6 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from importlib.metadata import PathDistribution
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +98,38 @@ def install_isolated(wheel: Path, site: Path) -> Path:
     return site
 
 
-def declared_strategies(site: Path) -> list[dict[str, str]]:
-    """The strategies the installed wheel declares, named as arena lists them (package/name)."""
-    out = []
-    for info in sorted(site.glob("*.dist-info")):
-        dist = PathDistribution(info)
+def the_distribution(site: Path) -> Any:
+    """The one distribution installed in `site`, as Python's metadata lookup sees it (whatever
+    the case of its folder's name). Anything else (none, two, no Name) is a SubmissionError."""
+    from importlib.metadata import distributions
+
+    found = list(distributions(path=[str(site)]))
+    if len(found) != 1:
+        raise SubmissionError(f"the installed wheel holds {len(found)} distributions' metadata; a submission is one distribution. Refused; nothing was played.")
+    dist = found[0]
+    try:
         name = dist.metadata["Name"] if dist.metadata is not None else None
-        if not name:
-            raise SubmissionError(f"{info.name} names no distribution (its METADATA has no Name); a wheel pip builds has one.")
-        package = name.lower().replace("-", "_")
-        for ep in dist.entry_points:
-            if ep.group in GROUPS:
-                out.append({"kind": GROUPS[ep.group], "name": f"{package}/{ep.name}", "entry_point": ep.value})
+    except (OSError, ValueError, TypeError):
+        name = None
+    if not isinstance(name, str) or not name.strip():
+        raise SubmissionError("the installed wheel names no distribution (its METADATA has no Name); a wheel pip builds has one. Refused; nothing was played.")
+    return dist
+
+
+def declared_strategies(site: Path) -> list[dict[str, str]]:
+    """The strategies the installed wheel declares, named as arena lists them (package/name).
+    A wheel may declare attackers and defenders only: the other extension points (trigger
+    kinds, architectures, datasets) run in arena's own process, outside any sandbox, so a
+    submission that declares one is refused."""
+    dist = the_distribution(site)
+    package = dist.metadata["Name"].lower().replace("-", "_")
+    out = []
+    for ep in dist.entry_points:
+        if ep.group in GROUPS:
+            out.append({"kind": GROUPS[ep.group], "name": f"{package}/{ep.name}", "entry_point": ep.value})
+        elif ep.group.startswith("arena"):
+            raise SubmissionError(f"the wheel declares {ep.name!r} in the entry point group {ep.group!r}; a submission may declare attackers and defenders only "
+                                  "(other extension points run unsandboxed in arena's process). Refused; nothing was played.")
     return sorted(out, key=lambda s: (s["kind"], s["name"]))
 
 
@@ -134,6 +153,8 @@ def build_bundle(package_dir: Path, output: Path | None = None, time_budget_s: f
         if wheel.stat().st_size > MAX_WHEEL_BYTES:
             raise SubmissionError(f"the wheel of {package_dir} is {wheel.stat().st_size / 2**20:.0f} MiB, over the {MAX_WHEEL_BYTES // 2**20} MiB a submission may be.")
         site = install_isolated(wheel, Path(tmp) / "site")
+        # the check must import the wheel's code, not a copy of the package already installed here (pip install -e)
+        refuse_shadowing(site, f"the wheel of {package_dir}", remedy="Uninstall the development copy (pip uninstall) or submit from an environment without it; no bundle was written.")
         strategies = declared_strategies(site)
         if not strategies:
             raise SubmissionError(f"{wheel.name} declares no strategy: a plugin names its classes under [project.entry-points.\"arena.attackers\"] or [project.entry-points.\"arena.defenders\"].")
@@ -243,49 +264,57 @@ def _check_wheel_contents(wheel: Path, bundle: Path) -> None:
             if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name.split("/")[0]:
                 raise SubmissionError(f"the wheel in {bundle} holds {name!r}, a path outside its own folder. Refused; nothing was installed.")
         tops = {Path(i.filename).parts[0] for i in infos if Path(i.filename).parts}
-        infos_dirs = [t for t in tops if t.endswith((".dist-info", ".egg-info"))]
-        if len([t for t in infos_dirs if t.endswith(".dist-info")]) != 1 or any(t.endswith(".egg-info") for t in infos_dirs):
+        infos_dirs = [t for t in tops if t.lower().endswith((".dist-info", ".egg-info"))]  # Python's metadata lookup ignores case
+        if len([t for t in infos_dirs if t.lower().endswith(".dist-info")]) != 1 or any(t.lower().endswith(".egg-info") for t in infos_dirs):
             raise SubmissionError(f"the wheel in {bundle} holds {sorted(infos_dirs) or 'no'} distribution metadata; a submission is one distribution (one .dist-info). Refused; nothing was installed.")
 
 
-def _refuse_shadowing(site: Path, bundle: Path) -> None:
+def _module_name(entry: Path) -> str | None:
+    """The top-level module name a folder or file of an install folder is importable as."""
+    import importlib.machinery
+
+    if entry.is_dir():
+        return entry.name if entry.name.isidentifier() else None
+    for suffix in sorted(importlib.machinery.all_suffixes(), key=len, reverse=True):  # .py, .pyc, .cpython-311-x86_64-linux-gnu.so, .abi3.so, .so
+        if entry.name.endswith(suffix):
+            stem = entry.name[: -len(suffix)]
+            return stem if stem.isidentifier() else None
+    return None
+
+
+def refuse_shadowing(site: Path, where: str, remedy: str = "Refused; nothing was played.") -> None:
     """A submission adds new names only: no module that this environment already imports or
-    finds elsewhere (the standard library, arena's dependencies, another plugin), no
-    distribution already installed, no strategy name already registered. The folder is put last
-    on the path, so even a name this misses resolves to what was there before."""
+    finds elsewhere (the standard library, arena's dependencies, another plugin, a development
+    copy of the same package), no distribution already installed, no strategy name already
+    registered. The folder is put last on the path, so even a name this misses resolves to what
+    was there before."""
     import importlib.util
     from importlib.metadata import PackageNotFoundError, distribution
 
     from arena.registry import ATTACKERS, DEFENDERS
 
+    name = the_distribution(site).metadata["Name"]
+    try:
+        distribution(name)
+        installed = True
+    except (PackageNotFoundError, ValueError):
+        installed = False
+    if installed:
+        raise SubmissionError(f"{where} is distribution {name!r}, which is already installed here: a submission may not stand in for an installed package. {remedy}")
     for entry in sorted(site.iterdir()):
-        if entry.name.endswith(".dist-info"):
-            try:
-                name = PathDistribution(entry).metadata["Name"] or ""
-            except (OSError, ValueError) as exc:
-                raise SubmissionError(f"the wheel in {bundle} has unreadable metadata ({exc}). Refused; nothing was played.") from None
-            try:
-                distribution(name)
-                installed = True
-            except PackageNotFoundError:
-                installed = False
-            if installed:
-                raise SubmissionError(f"the wheel in {bundle} is distribution {name!r}, which is already installed here: "
-                                      "a submission may not stand in for an installed package. Refused; nothing was played.")
+        if entry.name.lower().endswith(".dist-info") or entry.name in ("bin", "__pycache__"):
             continue
-        if entry.name in ("bin", "__pycache__"):
-            continue
-        module = entry.name.removesuffix(".py") if entry.is_file() else entry.name
-        if not module.isidentifier():
-            continue  # not importable by name (data files, a .pth is not read from a --target folder)
+        module = _module_name(entry)
+        if module is None:
+            continue  # not importable by name (data files; a .pth is not read from a --target folder)
         if module in sys.modules or module in sys.stdlib_module_names or importlib.util.find_spec(module) is not None:
-            raise SubmissionError(f"the wheel in {bundle} ships the top-level module {module!r}, which this environment already has: a submission may not "
-                                  "replace code arena or another package imports. Refused; nothing was played.")
+            raise SubmissionError(f"{where} ships the top-level module {module!r}, which this environment already has: a submission may not "
+                                  f"replace code arena or another package imports. {remedy}")
     for strategy in declared_strategies(site):
         registry = ATTACKERS if strategy["kind"] == "attacker" else DEFENDERS
         if strategy["name"] in registry.names():
             raise SubmissionError(f"{strategy['kind']} {strategy['name']!r} is already registered here (installed, or another submission): a submission may not "
-                                  "take over a name. Refused; nothing was played.")
+                                  f"take over a name. {remedy}")
 
 
 def open_bundle(bundle: Path, workdir: Path) -> Submission:
@@ -306,7 +335,7 @@ def open_bundle(bundle: Path, workdir: Path) -> Submission:
             "Refused; nothing was installed or played. Ask the author for the bundle `arena submit` wrote."
         )
     site = install_isolated(wheel, workdir / "site")
-    _refuse_shadowing(site, bundle)
+    refuse_shadowing(site, f"the wheel in {bundle}")
     declared = [{"kind": s["kind"], "name": s["name"]} for s in declared_strategies(site)]
     recorded = sorted(({"kind": s["kind"], "name": s["name"]} for s in manifest["strategies"]), key=lambda s: (s["kind"], s["name"]))
     if declared != recorded:
@@ -318,21 +347,7 @@ def open_bundle(bundle: Path, workdir: Path) -> Submission:
     return Submission(bundle.resolve(), manifest, site)
 
 
-def record(folder: Path, submission: Submission) -> dict[str, Any]:
-    """Add the submission's provenance to the suite folder's submissions.json (strategy name ->
-    the bundle it was played from); returns the whole mapping."""
-    from arena.store import atomic_write
-
-    path = folder / "submissions.json"
-    known: dict[str, Any] = {}
-    if path.exists():
-        try:
-            known = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(known, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            raise SubmissionError(f"Cannot read {path} ({exc}); restore it from the repository. Nothing was published.") from None
-    for kind, name in submission.strategies:
-        known[name] = {"kind": kind, **submission.provenance(), "played": time.strftime("%Y-%m-%d")}
-    atomic_write(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
-    return known
+def provenance_entries(submission: Submission) -> dict[str, dict[str, Any]]:
+    """What submissions.json keeps of a played bundle, per strategy name (written by
+    arena.leaderboard.publish with the rest of the board)."""
+    return {name: {"kind": kind, **submission.provenance(), "played": time.strftime("%Y-%m-%d")} for kind, name in submission.strategies}

@@ -149,7 +149,7 @@ def test_list_is_one_line_per_strategy_in_an_80_column_terminal(capsys, monkeypa
 def test_show_gives_paper_deviations_requirements_and_the_full_space(capsys):
     assert main(["show", "neural_cleanse"]) == 0
     out = capsys.readouterr().out
-    for text in ("Neural Cleanse", "deviations", "min_clean=20", "stop_success", "nc_steps", "version 3"):
+    for text in ("Neural Cleanse", "deviations", "min_clean=20", "stop_success", "nc_steps", "version 4"):
         assert text in out
     assert main(["show", "none", "--json"]) == 0  # an attacker and a defender share the name
     assert {d["kind"] for d in json.loads(capsys.readouterr().out)} == {"attacker", "defender"}

@@ -228,4 +228,6 @@ def test_pages_only_rewrites_the_pages_of_the_published_rows_and_names_what_the_
     assert eq["value"] == pytest.approx(before["value"]) and eq["matrix"]["utility"] == before["matrix"]["utility"]
     assert eq["unplayed"] == {"attackers": ["blended"], "defenders": []}
     assert "1 attackers of the suite have no results yet (`blended`)" in eq["answer"][2]
+    assert eq["answer"][3] == "**Since the last refresh.** This is the first refresh on record."  # its own entry is not an earlier answer
+    assert eq["provenance"]["date"] == before["provenance"]["date"] and "rendered" in eq["provenance"]
     assert not (arena_home / "results.sqlite").exists() or ResultsStore(arena_home / "results.sqlite").frame("digits-smoke").empty  # nothing imported, nothing played

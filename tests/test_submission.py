@@ -147,6 +147,8 @@ def _with_wheel_member(name, data):
         ("yaml/__init__.py", "ships the top-level module 'yaml', which this environment already has"),  # would replace what arena imports
         ("json.py", "ships the top-level module 'json'"),
         ("other-1.0.egg-info/entry_points.txt", "a submission is one distribution"),  # entry points of a name not its own
+        ("other-1.0.DIST-INFO/entry_points.txt", "a submission is one distribution"),  # Python's metadata lookup ignores the case
+        ("yaml.cpython-311-x86_64-linux-gnu.so", "ships the top-level module 'yaml'"),  # a compiled module is a module too
         ("../../outside.py", "a path outside its own folder"),
     ],
 )
@@ -207,3 +209,38 @@ def test_a_bundle_whose_report_lies_is_checked_again_by_the_refresh_and_refused(
     err = " ".join(capsys.readouterr().err.split())
     assert "liar.zip fails" in err and "check(s) here, whatever its report says" in err and "Refused; nothing was played" in err
     assert not (tmp_path / "results.csv").exists() and plugin_paths() == ()
+
+
+def test_a_wheel_declaring_another_extension_point_is_refused(bundle, tmp_path):
+    """Trigger kinds, architectures and datasets run in arena's own process: not a submission's."""
+    path, _ = bundle
+
+    def add_entry_point(files):
+        import io
+
+        wheel_name = next(n for n in files if n.endswith(".whl"))
+        src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for info in src.infolist():
+                data = src.read(info.filename)
+                if info.filename.endswith("entry_points.txt"):
+                    data += b"\n[arena.architectures]\nsneaky = arena_squeeze:Squeeze\n"
+                z.writestr(info, data)
+        files[wheel_name] = out.getvalue()
+        manifest = json.loads(files["submission.json"])
+        import hashlib
+
+        manifest["sha256"] = hashlib.sha256(files[wheel_name]).hexdigest()
+        files["submission.json"] = json.dumps(manifest).encode()
+
+    with pytest.raises(SubmissionError, match="in the entry point group 'arena.architectures'; a submission may declare attackers and defenders only"):
+        open_bundle(_rewrite(path, tmp_path / "b.zip", add_entry_point), tmp_path / "work")
+
+
+def test_a_development_copy_on_the_path_gets_no_bundle(tmp_path, monkeypatch):
+    """The check must run the wheel's code, not a copy of the package found first (pip install -e)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    with pytest.raises(SubmissionError, match="(already installed here|ships the top-level module 'arena_squeeze').*Uninstall the development copy"):
+        build_bundle(EXAMPLE, tmp_path / "b.zip")
+    assert not (tmp_path / "b.zip").exists()

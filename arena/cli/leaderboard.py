@@ -87,7 +87,7 @@ def show_or_refresh(args: argparse.Namespace) -> int:
     if args.action == "refresh":
         from arena.adaptive import load_adapted
         from arena.store import arena_home
-        from arena.submission import record
+        from arena.submission import provenance_entries
 
         adapted = load_adapted(suite, arena_home())
         if args.pages_only and (path.parent / "adapted.json").exists():  # the published adapted game, as published
@@ -98,10 +98,9 @@ def show_or_refresh(args: argparse.Namespace) -> int:
                 _adapted_lines(adapted), _adapted_html(adapted)  # the pages can show it: every field there and of its kind
             except (OSError, ValueError, RecursionError, KeyError, TypeError, IndexError, AttributeError) as exc:
                 raise UsageError(f"Cannot read {path.parent / 'adapted.json'} ({exc}); restore it from the repository. Nothing was published.") from None
-        for submission in submissions:  # the bundle's hash beside its strategies' rows
-            record(path.parent, submission)
-        publish(board, frame, path.parent, adapted, missing=unplayed(suite, frame), date=published_date(path.parent) if args.pages_only else None)
-        files = "results.csv, equilibrium.json, history.json, README.md, index.html, heatmaps, ../index.html"
+        played = {name: entry for submission in submissions for name, entry in provenance_entries(submission).items()}  # the bundle's hash beside its strategies' rows
+        publish(board, frame, path.parent, adapted, missing=unplayed(suite, frame), date=published_date(path.parent) if args.pages_only else None, submitted=played)
+        files = "results.csv, equilibrium.json, history.json, README.md, index.html, heatmaps" + (", ../index.html" if path.parent.parent.name == "leaderboards" else "")
         files += (", submissions.json" if submissions else "") + (", adapted.json (the game `arena oracle` grew)" if adapted else "")
         render.err.print(f"published {render.plain(path.parent)}/: {files}")
     render.board(board, render.out())
