@@ -1,6 +1,8 @@
 """Submitting a strategy: the bundle `arena submit` writes, and what a maintainer's refresh refuses.
 The refresh that plays a bundle is in tests/test_tournament.py (it needs the module's Ray)."""
 
+import hashlib
+import io
 import json
 import sys
 import zipfile
@@ -50,25 +52,37 @@ def _rewrite(source: Path, target: Path, change) -> Path:
     return target
 
 
-def _altered_wheel(files):
-    """The wheel with one module's code changed after the bundle was written (its hash kept)."""
-    import io
+def _edit_wheel(edit=lambda name, data: data, add=None, rehash=False):
+    """A bundle change that rewrites its wheel: each member through `edit(name, data)`, the
+    members of `add` appended; with `rehash`, the manifest's SHA-256 follows (an author's own
+    edit: the bundle stays self-consistent), else it is kept (an alteration after hashing)."""
 
-    wheel_name = next(n for n in files if n.endswith(".whl"))
-    src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "arena_squeeze/__init__.py":
-                data += b"\nimport os  # the altered wheel reads what it should not\n"
-            z.writestr(info, data)
-    files[wheel_name] = out.getvalue()
+    def change(files):
+        wheel_name = next(n for n in files if n.endswith(".whl"))
+        src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for info in src.infolist():
+                z.writestr(info, edit(info.filename, src.read(info.filename)))
+            for name, data in (add or {}).items():
+                z.writestr(name, data)
+        files[wheel_name] = out.getvalue()
+        if rehash:
+            manifest = json.loads(files["submission.json"])
+            manifest["sha256"] = hashlib.sha256(files[wheel_name]).hexdigest()
+            files["submission.json"] = json.dumps(manifest).encode()
+
+    return change
+
+
+def _altered_module(name, data):
+    """One module's code changed (the altered wheel reads what it should not)."""
+    return data + b"\nimport os\n" if name == "arena_squeeze/__init__.py" else data
 
 
 def test_a_bundle_whose_wheel_was_altered_after_hashing_is_refused_and_nothing_installed(bundle, tmp_path):
     path, _ = bundle
-    altered = _rewrite(path, tmp_path / "altered.zip", _altered_wheel)
+    altered = _rewrite(path, tmp_path / "altered.zip", _edit_wheel(_altered_module))
     with pytest.raises(SubmissionError, match="it was altered after it was built and checked. Refused; nothing was installed or played"):
         open_bundle(altered, tmp_path / "work")
     assert not (tmp_path / "work" / "site").exists()
@@ -103,42 +117,27 @@ def test_the_cli_refuses_a_bad_bundle_or_package_in_one_paragraph(tmp_path, caps
     assert not (tmp_path / "results.csv").exists()
 
 
-def test_a_package_whose_strategy_fails_a_check_gets_no_bundle(tmp_path):
-    package = tmp_path / "arena-broken"
-    (package / "arena_broken").mkdir(parents=True)
+def _failing_package(tmp_path, name):
+    """A plugin package `arena-NAME` whose one defense always raises: it fails `arena check`."""
+    package = tmp_path / f"arena-{name}"
+    (package / f"arena_{name}").mkdir(parents=True)
     (package / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "arena-broken"\nversion = "0.1.0"\n\n'
-        '[project.entry-points."arena.defenders"]\nbroken = "arena_broken:Broken"\n\n[tool.setuptools]\npackages = ["arena_broken"]\n'
+        f'[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "arena-{name}"\nversion = "0.1.0"\n\n'
+        f'[project.entry-points."arena.defenders"]\n{name} = "arena_{name}:Failing"\n\n[tool.setuptools]\npackages = ["arena_{name}"]\n'
     )
-    (package / "arena_broken" / "__init__.py").write_text(
-        "from arena import Defender, Space\n\n\nclass Broken(Defender):\n    name = 'broken'\n    version = '1'\n    paper = 'none'\n"
+    (package / f"arena_{name}" / "__init__.py").write_text(
+        f"from arena import Defender, Space\n\n\nclass Failing(Defender):\n    name = '{name}'\n    version = '1'\n    paper = 'none'\n"
         "    deviations = 'none'\n    space = Space()\n\n    def run(self, model, ctx):\n        raise RuntimeError('this defense always fails')\n"
     )
+    return package
+
+
+def test_a_package_whose_strategy_fails_a_check_gets_no_bundle(tmp_path):
+    package = _failing_package(tmp_path, "broken")
     with pytest.raises(SubmissionError, match="check\\(s\\) failed, so no bundle was written: arena_broken/broken"):
         build_bundle(package, tmp_path / "b.zip", time_budget_s=60)
     assert not (tmp_path / "b.zip").exists() and not (tmp_path / "b.zip.part").exists()
     assert plugin_paths() == () and "arena_broken" not in sys.modules  # the checked folder left the path with its temporary directory
-
-
-def _with_wheel_member(name, data):
-    """An author's own edit of the wheel, its hash recomputed: the bundle is self-consistent."""
-    import hashlib
-    import io
-
-    def change(files):
-        wheel_name = next(n for n in files if n.endswith(".whl"))
-        src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as z:
-            for info in src.infolist():
-                z.writestr(info, src.read(info.filename))
-            z.writestr(name, data)
-        files[wheel_name] = out.getvalue()
-        manifest = json.loads(files["submission.json"])
-        manifest["sha256"] = hashlib.sha256(files[wheel_name]).hexdigest()
-        files["submission.json"] = json.dumps(manifest).encode()
-
-    return change
 
 
 @pytest.mark.parametrize(
@@ -154,7 +153,7 @@ def _with_wheel_member(name, data):
 )
 def test_a_self_consistent_bundle_that_would_shadow_or_escape_is_refused(bundle, tmp_path, member, message):
     path, _ = bundle
-    hostile = _rewrite(path, tmp_path / "hostile.zip", _with_wheel_member(member, b"print('hostile')\n"))
+    hostile = _rewrite(path, tmp_path / "hostile.zip", _edit_wheel(add={member: b"print('hostile')\n"}, rehash=True))
     with pytest.raises(SubmissionError, match=message.replace("(", r"\(").replace(".", r"\.")):
         open_bundle(hostile, tmp_path / "work")
     assert not (tmp_path / "outside.py").exists() and not (tmp_path.parent / "outside.py").exists()
@@ -178,25 +177,14 @@ def test_a_damaged_zip_is_a_clear_refusal(bundle, tmp_path):
 
 def test_a_bundle_whose_report_lies_is_checked_again_by_the_refresh_and_refused(tmp_path, capsys, arena_home):
     """The hash and the report are the author's word; the maintainer's refresh runs the check."""
-    import hashlib
-
     from arena.cli import main
     from arena.submission import build_wheel, sha256_file
 
-    package = tmp_path / "arena-liar"
-    (package / "arena_liar").mkdir(parents=True)
-    (package / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n[project]\nname = "arena-liar"\nversion = "0.1.0"\n\n'
-        '[project.entry-points."arena.defenders"]\nliar = "arena_liar:Liar"\n\n[tool.setuptools]\npackages = ["arena_liar"]\n'
-    )
-    (package / "arena_liar" / "__init__.py").write_text(
-        "from arena import Defender, Space\n\n\nclass Liar(Defender):\n    name = 'liar'\n    version = '1'\n    paper = 'none'\n"
-        "    deviations = 'none'\n    space = Space()\n\n    def run(self, model, ctx):\n        raise RuntimeError('this defense always fails')\n"
-    )
+    package = _failing_package(tmp_path, "liar")
     wheel = build_wheel(package, tmp_path / "wheel")
     manifest = {
         "format": 1, "wheel": wheel.name, "sha256": sha256_file(wheel), "size": wheel.stat().st_size,
-        "strategies": [{"kind": "defender", "name": "arena_liar/liar", "entry_point": "arena_liar:Liar"}],
+        "strategies": [{"kind": "defender", "name": "arena_liar/liar", "entry_point": "arena_liar:Failing"}],
         "check": {"arena_liar/liar": [{"name": "runs", "ok": True, "detail": ""}]},
         "checked_with": {"arena_version": "0.1.0", "git_commit": None, "python": "3"}, "built": "2026-12-06",
     }  # fmt: skip
@@ -215,27 +203,11 @@ def test_a_wheel_declaring_another_extension_point_is_refused(bundle, tmp_path):
     """Trigger kinds, architectures and datasets run in arena's own process: not a submission's."""
     path, _ = bundle
 
-    def add_entry_point(files):
-        import io
-
-        wheel_name = next(n for n in files if n.endswith(".whl"))
-        src = zipfile.ZipFile(io.BytesIO(files[wheel_name]))
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as z:
-            for info in src.infolist():
-                data = src.read(info.filename)
-                if info.filename.endswith("entry_points.txt"):
-                    data += b"\n[arena.architectures]\nsneaky = arena_squeeze:Squeeze\n"
-                z.writestr(info, data)
-        files[wheel_name] = out.getvalue()
-        manifest = json.loads(files["submission.json"])
-        import hashlib
-
-        manifest["sha256"] = hashlib.sha256(files[wheel_name]).hexdigest()
-        files["submission.json"] = json.dumps(manifest).encode()
+    def add_entry_point(name, data):
+        return data + b"\n[arena.architectures]\nsneaky = arena_squeeze:Squeeze\n" if name.endswith("entry_points.txt") else data
 
     with pytest.raises(SubmissionError, match="in the entry point group 'arena.architectures'; a submission may declare attackers and defenders only"):
-        open_bundle(_rewrite(path, tmp_path / "b.zip", add_entry_point), tmp_path / "work")
+        open_bundle(_rewrite(path, tmp_path / "b.zip", _edit_wheel(add_entry_point, rehash=True)), tmp_path / "work")
 
 
 def test_a_development_copy_on_the_path_gets_no_bundle(tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def import_published(file: str | None) -> int:
+    from arena.leaderboard import published_date
     from arena.results import default_results, read_published
 
     if file is None:
@@ -64,8 +65,6 @@ def import_published(file: str | None) -> int:
         path = path / "results.csv"
     rows = read_published(path)
     results = default_results()
-    from arena.leaderboard import published_date
-
     date = published_date(path.parent)  # the board's date, when the file sits in a published board
     added = {suite: results.import_rows(suite, [r for r in rows if r["suite"] == suite], updated=date) for suite in sorted({r["suite"] for r in rows})}
     for suite, n in added.items():
