@@ -299,15 +299,19 @@ class DeviceGuard(TorchFunctionMode):
             else:
                 self._host(result)
             return result
-        if func is torch.Tensor.cpu:  # back to the host: a copy on a GPU, so one here, unmarked
+        if func is torch.Tensor.cpu:  # back to the host: a copy on a GPU, so one here, the host's
             result = func(*args, **kwargs)
-            return result.clone() if result is args[0] else result
+            result = result.clone() if result is args[0] else result
+            self._host(result)  # the copy may sit where a freed device tensor's storage was
+            return result
         if func is torch._has_compatible_shallow_copy_type:  # no arithmetic: nothing to check
             return func(*args, **kwargs)
         if func is torch.Tensor.__deepcopy__:  # a copy lives where its original does (its memo is not an operand)
             result = func(*args, **kwargs)
             if self.on_device(args[0]):
                 self.adopt(result)
+            else:
+                self._host(result)
             return result
         if func is torch.Tensor.to or func is torch.Tensor.cuda:
             result = func(*args, **kwargs)
@@ -320,6 +324,8 @@ class DeviceGuard(TorchFunctionMode):
                     # the original stays the host's (clone keeps the strides, hence the numerics)
                     result = result.clone()
                 self.adopt(result)
+            elif result is not args[0]:  # a new host tensor, perhaps where a freed device one was
+                self._host(result)
             return result
         if getattr(func, "__name__", "") == "__set__":  # `t.data = v`, `t.grad = v`: t takes v's place
             result = func(*args, **kwargs)
