@@ -230,6 +230,47 @@ def estimate(dataset: str, seeds: int) -> None:
     )
 
 
+def breakdown(home: Path, suite: str, log: Path | None) -> None:
+    """Where a played refresh's seconds went, from its store's rows (read-only, so it can run
+    beside the refresh): training (each attacked model once, as recorded when it was trained),
+    each defender's own seconds, the harness (a match's wall less its defense and any training
+    in it: the sandboxed worker, transfers, evaluation) and, given the segments' log of
+    `full_refresh.sh`, the wall clock and what is left of it (Ray's scheduling and idle cores)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{home / 'results.sqlite'}?mode=ro", uri=True)
+    records = [(status, json.loads(result) if result else None) for status, result in db.execute("SELECT status, result FROM matches WHERE suite = ?", (suite,))]
+    played = [r for status, r in records if status == "ok" and r and "total" in r.get("seconds", {})]
+    trained: dict[str, float] = {}
+    per_defender: dict[str, dict[str, float]] = {}
+    for r in played:
+        if not r.get("cached", True):  # this match trained its attacked model
+            trained[r["artifact_sha256"]] = r["seconds"]["attack"]
+        d = per_defender.setdefault(r["defender"]["name"], {"cells": 0, "defense_s": 0.0, "total_s": 0.0})
+        d["cells"] += 1
+        d["defense_s"] += r["seconds"]["defense"]
+        d["total_s"] += r["seconds"]["total"]
+    total = sum(d["total_s"] for d in per_defender.values())
+    defense = sum(d["defense_s"] for d in per_defender.values())
+    training = sum(trained.values())
+    row: dict[str, Any] = {
+        "suite": suite,
+        "rows": len(records),
+        "played_here": len(played),
+        "models_trained_here": len(trained),
+        "training_core_s": round(training),
+        "defense_core_s": round(defense),
+        "harness_core_s": round(total - defense - training),
+        "per_defender": {k: {"cells": v["cells"], "defense_s": round(v["defense_s"]), "defense_s_per_cell": round(v["defense_s"] / v["cells"], 1)} for k, v in sorted(per_defender.items(), key=lambda kv: -kv[1]["defense_s"])},
+    }
+    if log is not None and log.exists():
+        segments = [line.split() for line in log.read_text().splitlines() if " wall_s " in line]
+        wall = sum(int(s[s.index("wall_s") + 1]) for s in segments)
+        cores = int(segments[-1][segments[-1].index("cores") - 1]) if segments else 0
+        row.update(segments=len(segments), wall_s=wall, cores=cores, unaccounted_core_s=round(wall * cores - total))
+    _write("breakdown", "fashion_mnist" if suite == "fashion_mnist" else suite, row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -252,6 +293,10 @@ def main() -> None:
     p = sub.add_parser("estimate")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seeds", type=int, default=3)
+    p = sub.add_parser("breakdown")
+    p.add_argument("--home", default=".arena/full-refresh-fashion_mnist")
+    p.add_argument("--suite", default="fashion_mnist")
+    p.add_argument("--log", default=str(RESULTS / "full-refresh-fashion_mnist.log"))
     args = parser.parse_args()
     if args.what == "loop":
         loop(args.dataset, args.samples, args.repeats)
@@ -261,6 +306,8 @@ def main() -> None:
         trigger_search(args.dataset, Path(args.home), args.repeats)
     elif args.what == "defenses":
         defenses(args.dataset, Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="throughput-")), args.defenders)
+    elif args.what == "breakdown":
+        breakdown(Path(args.home), args.suite, Path(args.log))
     else:
         estimate(args.dataset, args.seeds)
 
