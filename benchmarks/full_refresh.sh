@@ -13,8 +13,9 @@ export ARENA_HOME="${ARENA_HOME:-$(pwd)/.arena/full-refresh-fashion_mnist}"
 mkdir -p "$ARENA_HOME"
 rows() { arena results fashion_mnist --format csv 2>/dev/null | tail -n +2 | wc -l; }
 before=$(rows)
+commit=$(git rev-parse --short HEAD)
 start=$(date +%s)
 timeout -s INT "$seconds" arena leaderboard refresh fashion_mnist --quiet > "$ARENA_HOME/last-segment.out" 2>&1
 rc=$?
 end=$(date +%s)
-echo "$(date -u -d @"$start" +%FT%TZ) commit $(git rev-parse --short HEAD) wall_s $((end - start)) rc $rc rows_before $before rows_after $(rows) $(nproc) cores"
+echo "$(date -u -d @"$start" +%FT%TZ) commit $commit wall_s $((end - start)) rc $rc rows_before $before rows_after $(rows) $(nproc) cores"
