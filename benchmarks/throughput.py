@@ -230,7 +230,7 @@ def estimate(dataset: str, seeds: int) -> None:
     )
 
 
-def breakdown(home: Path, suite: str, log: Path | None) -> None:
+def breakdown(home: Path, suite: str, log: Path) -> None:
     """Where a played refresh's seconds went, from its store's rows (read-only, so it can run
     beside the refresh): training (each attacked model once, as recorded when it was trained),
     each defender's own seconds, the harness (a cell's wall less its defense: the sandboxed
@@ -262,16 +262,21 @@ def breakdown(home: Path, suite: str, log: Path | None) -> None:
         "defense_core_s": round(defense),
         "harness_core_s": round(total - defense),  # a tournament trains in an attack stage of its own: a cell's total is its defense stage
         "per_defender": {
-            k: {"cells": v["cells"], "defense_s": round(v["defense_s"]), "defense_s_per_cell": round(v["defense_s"] / v["cells"], 1), "harness_s_per_cell": round((v["total_s"] - v["defense_s"]) / v["cells"], 1)}
+            k: {
+                "cells": v["cells"],
+                "defense_s": round(v["defense_s"]),
+                "defense_s_per_cell": round(v["defense_s"] / v["cells"], 1),
+                "harness_s_per_cell": round((v["total_s"] - v["defense_s"]) / v["cells"], 1),
+            }
             for k, v in sorted(per_defender.items(), key=lambda kv: -kv[1]["total_s"])
         },
     }
-    if log is not None and log.exists():
+    if log.exists():
         segments = [line.split() for line in log.read_text().splitlines() if " wall_s " in line]
         wall = sum(int(s[s.index("wall_s") + 1]) for s in segments)
         cores = int(segments[-1][segments[-1].index("cores") - 1]) if segments else 0
         row.update(segments=len(segments), wall_s=wall, cores=cores, unaccounted_core_s=round(wall * cores - total - training))
-    _write("breakdown", "fashion_mnist" if suite == "fashion_mnist" else suite, row)
+    _write("breakdown", suite, row)
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def test_the_fake_device_accepts_device_correct_code():
 
 def test_a_host_copy_stays_the_hosts_where_freed_device_memory_is_reused():
     # the allocator hands a freed device tensor's memory to the next copy; marks by storage must
-    # not make that copy a device tensor (this failed about 1 time in 30 before the fix)
+    # not make that copy a device tensor (this loop failed before the fix)
     def body(model, x, y, g):
         for _ in range(300):
             torch.cat([model(x).detach().cpu(), torch.zeros(1, 3)])
