@@ -254,7 +254,15 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None, same_since: str 
     left = []
     na = eq.get("not_applicable") or {}
     if na:
-        left.append(f"{len(na)} n/a cells (the defense cannot act on that model; scored as the model deployed as it is)")
+        by_defender: dict[str, int] = {}
+        for defender, attackers, _ in na_groups(eq):
+            by_defender[defender] = by_defender.get(defender, 0) + len(attackers)
+        every = len(eq["matrix"]["columns"])
+        against: dict[str, list[str]] = {}  # defenders n/a against the same number of attackers said together
+        for d, n in by_defender.items():
+            against.setdefault("every attacker" if n == every else f"{n} of {every} attackers", []).append(f"`{d}`")
+        whom = "; ".join(f"{' and '.join(ds) if len(ds) < 3 else ', '.join(ds)} against {what}" for what, ds in against.items())
+        left.append(f"{len(na)} n/a cells ({whom}: the defense cannot act on that model, so the cell scores the model deployed as it is)")
     excluded = eq.get("excluded") or {}
     for pattern, word in EXCLUSIONS:
         names = sorted(k for k, v in excluded.items() if pattern.match(str(v)))
@@ -396,6 +404,24 @@ def _numerics_lines(eq: dict[str, Any]) -> list[str]:
     return lines
 
 
+def na_groups(eq: dict[str, Any]) -> list[tuple[str, list[str], str]]:
+    """The n/a cells said once per defender and reason: (defender, the attackers, why), in the
+    matrix's order. A board of 22 attackers where a defense needs batch normalisation has 22 n/a
+    cells with one reason; a reader needs it once."""
+    mat = eq["matrix"]
+    marks = mat.get("not_applicable") or []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for i, defender in enumerate(mat["rows"]):
+        for j, attacker in enumerate(mat["columns"]):
+            if marks and marks[i][j]:
+                groups.setdefault((defender, eq["not_applicable"][f"{attacker} vs {defender}"]), []).append(attacker)
+    return [(defender, attackers, why) for (defender, why), attackers in groups.items()]
+
+
+def _na_whom(attackers: list[str], every: int) -> str:
+    return f"every attacker in the game ({every})" if len(attackers) == every else ", ".join(attackers)
+
+
 def _na(matrix: dict[str, Any], i: int, j: int) -> str:
     """The mark of an n/a cell, before the value it is scored at."""
     marks = matrix.get("not_applicable")
@@ -427,7 +453,7 @@ def markdown_page(eq: dict[str, Any]) -> str:
             lines.append(f"| `{r}` | " + " | ".join(_na(mat, i, j) + f"{mat['utility'][i][j]:.3f} ± {mat['utility_sd'][i][j]:.3f}" for j in range(len(mat["columns"]))) + " |")
         if eq.get("not_applicable"):
             lines += ["", "n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is (docs/design.md §10)."]
-            lines += [f"- {k}: {v}" for k, v in eq["not_applicable"].items()]
+            lines += [f"- `{d}` against {_na_whom(a, len(mat['columns']))}: {why}" for d, a, why in na_groups(eq)]
         lines += ["", "![utility](utility.png) ![clean accuracy](ca.png) ![attack success](asr.png)", ""]
         lines += ["Ranks only separate strategies whose bootstrap intervals (over seeds) do not overlap; equal ranks are ties.", ""]
     if eq.get("detection"):
@@ -609,7 +635,7 @@ def html_page(eq: dict[str, Any]) -> str:
         parts.append("</table>")
         if eq.get("not_applicable"):
             parts.append("<p>n/a: the defense cannot act on that attacker's model, so it was not run; the cell scores the published model deployed as it is.</p><ul>"
-                + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in eq["not_applicable"].items()) + "</ul>")
+                + "".join(f"<li>{e(d)} against {e(_na_whom(a, len(mat['columns'])))}: {e(why)}</li>" for d, a, why in na_groups(eq)) + "</ul>")
         parts.append("<p><img src='utility.png' alt='utility heatmap'> <img src='ca.png' alt='clean accuracy heatmap'> <img src='asr.png' alt='attack success heatmap'></p>")
     if eq.get("detection"):
         parts.append("<h2>Detection (model-level verdicts)</h2><table id='detection'><tr><th>defender</th><th>backdoored models</th><th>honest models</th><th>TPR</th><th>FPR</th>"

@@ -143,6 +143,23 @@ def test_an_n_a_cell_stays_in_the_game_and_is_marked_on_every_page(tmp_path):
     readme = (tmp_path / "board" / "README.md").read_text()
     assert "| `fine_pruning` | 0.968 ± 0.000 | n/a, 0.986 ± 0.000 |" in readme and "Prunable" in readme
     assert "n/a, 0.9860" in (tmp_path / "board" / "index.html").read_text()
+    assert "- `fine_pruning` against pruning_aware: defender 'fine_pruning' needs a model that is Prunable; X is not" in readme
+    assert "1 n/a cells (`fine_pruning` against 1 of 2 attackers:" in readme
+    # a defense that can act on no model of the board is said once, not once per attacker
+    frame.loc[frame.defender == "fine_pruning", "not_applicable"] = "defender 'fine_pruning' needs a model that is Prunable; X is not"
+    publish(build_board(frame, "t", replicates=20), frame, tmp_path / "every")
+    readme = (tmp_path / "every" / "README.md").read_text()
+    assert readme.count("needs a model that is Prunable") == 1
+    assert "- `fine_pruning` against every attacker in the game (2): defender 'fine_pruning' needs" in readme
+    assert "2 n/a cells (`fine_pruning` against every attacker:" in readme
+    frame.loc[frame.defender == "fine_tuning", "not_applicable"] = "defender 'fine_tuning' needs a model that is Prunable; X is not"
+    publish(build_board(frame, "t", replicates=20), frame, tmp_path / "both")
+    assert "4 n/a cells (`fine_pruning` and `fine_tuning` against every attacker:" in (tmp_path / "both" / "README.md").read_text()
+    frame.loc[frame.defender == "fine_tuning", "not_applicable"] = None
+    html = (tmp_path / "every" / "index.html").read_text()
+    assert html.count("needs a model that is Prunable") == 1 and "fine_pruning against every attacker in the game (2)" in html
+    frame.loc[frame.defender == "fine_pruning", "not_applicable"] = None
+    frame.loc[na, "not_applicable"] = "defender 'fine_pruning' needs a model that is Prunable; X is not"
     # a cell with one seed n/a and one defended is not n/a
     frame.loc[na & (frame.seed == 1), "not_applicable"] = None
     assert build_board(frame, "t", replicates=20).not_applicable == {}

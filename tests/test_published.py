@@ -197,13 +197,14 @@ def test_published_frame_is_the_frame_of_the_imported_rows(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_the_published_suite_holds_every_built_in_strategy_at_its_defaults_and_three_seeds():
+@pytest.mark.parametrize("name", ["fashion_mnist", "digits"])
+def test_the_published_suites_hold_every_built_in_strategy_at_its_defaults_and_three_seeds(name):
     """The leaderboard is the project's answer: a strategy added to arena and not to the suite
     would be missing from it without anyone deciding so."""
     from arena.registry import ATTACKERS, DEFENDERS
     from arena.suite import load_suite
 
-    suite = load_suite(BOARDS / "fashion_mnist" / "suite.yaml")
+    suite = load_suite(BOARDS / name / "suite.yaml")
     assert len(suite.seeds) == 3
     for registry, specs in ((ATTACKERS, suite.attackers), (DEFENDERS, suite.defenders)):
         builtins = {n for n in registry.names() if "/" not in n}
