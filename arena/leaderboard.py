@@ -255,8 +255,8 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None, same_since: str 
     na = eq.get("not_applicable") or {}
     if na:
         by_defender: dict[str, int] = {}
-        for defender, attackers, _ in na_groups(eq):
-            by_defender[defender] = by_defender.get(defender, 0) + len(attackers)
+        for defender, against_whom, _ in na_groups(eq):
+            by_defender[defender] = by_defender.get(defender, 0) + len(against_whom)
         every = len(eq["matrix"]["columns"])
         against: dict[str, list[str]] = {}  # defenders n/a against the same number of attackers said together
         for d, n in by_defender.items():
