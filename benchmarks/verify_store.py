@@ -56,7 +56,9 @@ def main() -> None:
     frame = suite_frame(suite, ResultsStore(snapshot))
     tidy = label_frame(frame).drop(columns=["updated"]).sort_values(["attacker_label", "defender_label", "seed"])
     for clause in filter(None, args.where.split(",")):
-        column, value = clause.split("=", 1)
+        column, _, value = clause.partition("=")
+        if column not in tidy.columns:
+            raise SystemExit(f"--where {clause!r}: a clause is COLUMN=VALUE with a column of the results table ({', '.join(sorted(tidy.columns))}).")
         tidy = tidy[tidy[column].astype(str) == value]
     tidy.to_csv(board / "results.csv", index=False)
     start = time.perf_counter()

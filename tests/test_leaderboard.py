@@ -152,12 +152,12 @@ def test_an_n_a_cell_stays_in_the_game_and_is_marked_on_every_page(tmp_path):
     assert readme.count("needs a model that is Prunable") == 1
     assert "- `fine_pruning` against every attacker in the game (2): defender 'fine_pruning' needs" in readme
     assert "2 n/a cells (`fine_pruning` against every attacker:" in readme
+    html = (tmp_path / "every" / "index.html").read_text()
+    assert html.count("needs a model that is Prunable") == 1 and "fine_pruning against every attacker in the game (2)" in html
     frame.loc[frame.defender == "fine_tuning", "not_applicable"] = "defender 'fine_tuning' needs a model that is Prunable; X is not"
     publish(build_board(frame, "t", replicates=20), frame, tmp_path / "both")
     assert "4 n/a cells (`fine_pruning` and `fine_tuning` against every attacker:" in (tmp_path / "both" / "README.md").read_text()
     frame.loc[frame.defender == "fine_tuning", "not_applicable"] = None
-    html = (tmp_path / "every" / "index.html").read_text()
-    assert html.count("needs a model that is Prunable") == 1 and "fine_pruning against every attacker in the game (2)" in html
     frame.loc[frame.defender == "fine_pruning", "not_applicable"] = None
     frame.loc[na, "not_applicable"] = "defender 'fine_pruning' needs a model that is Prunable; X is not"
     # a cell with one seed n/a and one defended is not n/a
