@@ -302,9 +302,9 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seeds", type=int, default=3)
     p = sub.add_parser("breakdown")
-    p.add_argument("--home", default=".arena/full-refresh-fashion_mnist")
     p.add_argument("--suite", default="fashion_mnist")
-    p.add_argument("--log", default=str(RESULTS / "full-refresh-fashion_mnist.log"))
+    p.add_argument("--home", default=None, help="default: .arena/full-refresh-SUITE, full_refresh.sh's store")
+    p.add_argument("--log", default=None, help="default: benchmarks/results/full-refresh-SUITE.log")
     args = parser.parse_args()
     if args.what == "loop":
         loop(args.dataset, args.samples, args.repeats)
@@ -315,7 +315,8 @@ def main() -> None:
     elif args.what == "defenses":
         defenses(args.dataset, Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="throughput-")), args.defenders)
     elif args.what == "breakdown":
-        breakdown(Path(args.home), args.suite, Path(args.log))
+        home = Path(args.home or f".arena/full-refresh-{args.suite}")
+        breakdown(home, args.suite, Path(args.log) if args.log else RESULTS / f"full-refresh-{args.suite}.log")
     else:
         estimate(args.dataset, args.seeds)
 
