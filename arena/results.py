@@ -12,7 +12,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +94,39 @@ class ResultsStore:
                 (suite, spec.key, json.dumps(spec.to_dict()), status, None if result is None else json.dumps(result), error, attempts, time.strftime("%Y-%m-%dT%H:%M:%S%z")),
             )
 
-    def finished(self, suite: str, numerics: str = "cpu") -> set[str]:
+    def finished(self, suite: str, numerics: str = "cpu", models: Callable[[str], str | None] | None = None) -> set[str]:
         """Keys of the matches of `suite` that ended `ok` under the installed strategies' code and
         under the numerics class `numerics` (arena.device.numerics_class): a rerun of that class
-        skips them, and re-runs stale ones (see `mark_stale`) and those of another class."""
+        skips them, and re-runs stale ones (see `mark_stale`) and those of another class. With
+        `models` (see `other_model_rows`), a row that scored another model than the one held
+        here for its attack is not finished either."""
         frame = self.frame(suite)
         if frame.empty:
             return set()
         frame = mark_stale(frame)
         ours = frame.numerics.map(lambda n: numerics_class(json.loads(n) if isinstance(n, str) else None) == numerics)
-        return set(frame.match_key[(frame.status == "ok") & ~frame.stale & ours])
+        done = set(frame.match_key[(frame.status == "ok") & ~frame.stale & ours])
+        return done if models is None else done - self.other_model_rows(suite, models)
+
+    def other_model_rows(self, suite: str, models: Callable[[str], str | None]) -> set[str]:
+        """Keys of the `ok` rows of `suite` whose attacked model is not the one this ARENA_HOME
+        holds for their attack: `models(attack_key)` is the SHA-256 of the held model (None: none
+        held, nothing to compare). Such a row was imported from a published board whose machine
+        trained that model otherwise (the same numerics label, other CPU kernels); kept, it would
+        put two models of one attack on one board (docs/design.md §7)."""
+        other = set()
+        for row in self.rows(suite):
+            scored = (row["result"] or {}).get("artifact_sha256")
+            if row["status"] != "ok" or not scored:
+                continue
+            try:
+                attack_key = MatchSpec.from_dict(row["spec"]).attack.key
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise self._damaged_row(suite, row["key"], exc) from None
+            held = models(attack_key)
+            if held is not None and held != scored:
+                other.add(row["key"])
+        return other
 
     def rows(self, suite: str) -> list[dict[str, Any]]:
         with self._sql():

@@ -153,6 +153,15 @@ class ArtifactStore:
             )
         return manifest
 
+    def held_sha256(self, key: str) -> str | None:
+        """The SHA-256 of the model stored under `key`; None when there is none, or its manifest
+        is refused (the attack stage that next needs it says why and rebuilds it)."""
+        try:
+            manifest = self.read_manifest(key)
+        except ArtifactIntegrityError:
+            return None
+        return None if manifest is None else str(manifest["sha256"])
+
     def verified_blob(self, sha: str) -> bytes:
         """The bytes of blob `sha`, checked against their name."""
         data = self.blob_path(sha).read_bytes()

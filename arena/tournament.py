@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from arena.artifacts import honest_spec
-from arena.device import CPU, Compute, check_gpus_per_task, cluster_gpus, compute_class, ray_compute, resolve
+from arena.device import CPU, Compute, check_gpus_per_task, cluster_gpus, compute_class, ray_compute, resolve, store_key
 from arena.match import AttackRecord, attack_stage, defense_stage
 from arena.registry import plugin_paths, use_plugin_paths
 from arena.results import ResultsStore
@@ -244,6 +244,7 @@ class Summary:
     suite: str
     planned: int
     skipped: int  # already ok (and current) in the store
+    replayed: int = 0  # kept rows played again: they scored another model than this run's (`ResultsStore.other_model_rows`)
     ok: int = 0
     failed: int = 0
     attacks_trained: int = 0
@@ -394,13 +395,26 @@ def _run_tournament(
     gpus = suite.gpus_per_task if gpus_per_task is None else gpus_per_task
     # known before Ray starts; the cluster's own GPUs are checked once it is up
     compute = ray_compute(device, amp, gpus) if executor is None else executor.compute(device, amp)
-    work = plan(suite, results.finished(suite.name, compute_class(compute)))
+    store = ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
+
+    def held(attack_key: str) -> str | None:
+        return store.held_sha256(store_key(attack_key, compute))
+
+    work = plan(suite, results.finished(suite.name, compute_class(compute), models=held))
     summary = Summary(suite.name, planned=work.matches, skipped=work.skipped)
     if not work.todo:
         return summary  # nothing to play: no cluster started
-    ArtifactStore(arena_home())  # an unusable ARENA_HOME fails here, not in every worker
     if executor is None:
         executor = RayExecutor(address, num_cpus, retries=suite.limits.retries, gpus_per_task=gpus)
         compute = executor.compute(device, amp)  # the cluster's GPUs, checked before anything is scheduled
     _Run(suite, results, work, executor, summary, on_update, start, compute).play()
+    # The models this run trained may differ from those a kept row (imported from a published
+    # board) scored: same numerics label, other CPU kernels. Those rows are played again against
+    # this store's model, so one board never holds two models of one attack.
+    other = results.other_model_rows(suite.name, held)
+    again = plan(suite, {m.key for m in suite.matches()} - other)
+    if again.todo:
+        summary.skipped -= len(again.todo)
+        summary.replayed += len(again.todo)
+        _Run(suite, results, again, executor, summary, on_update, start, compute).play()
     return summary

@@ -54,3 +54,39 @@ def test_a_serial_tournament_writes_every_match_and_isolates_a_failing_defense(t
     assert "broken on purpose" in frame.loc[("badnets", "raises_on_purpose"), "error"]
     again = run_tournament(suite, results, executor=SerialExecutor(str(tmp_path / "home")))
     assert again.skipped == 2 and again.ok == 0 and again.failed == 2  # failures are retried, successes kept
+
+
+def test_a_kept_row_that_scored_another_model_of_its_attack_is_played_again(tmp_path, monkeypatch):
+    # A published board's rows are kept by a refresh on another machine. One of them scored a
+    # model that machine trained otherwise (its CPU kernels; here its hash is forged): once this
+    # run trains its own model of that attack, the row is played again, so the board holds one
+    # model per attack, the one this store holds.
+    from arena.specs import MatchSpec
+    from arena.store import ArtifactStore
+
+    suite = parse_suite({**TINY, "seeds": [0]}, "tiny")
+    first = tmp_path / "first"
+    monkeypatch.setenv("ARENA_HOME", str(first))
+    played = ResultsStore(first / "results.sqlite")
+    run_tournament(suite, played, executor=SerialExecutor(str(first)))
+    spec = {r["key"]: MatchSpec.from_dict(r["spec"]) for r in played.rows("tiny")}
+    attacker = {key: s.attack.attacker.name for key, s in spec.items()}
+    kept = next(r for r in played.rows("tiny") if attacker[r["key"]] == "badnets" and spec[r["key"]].defender.name == "none")
+    foreign = {**kept, "result": {**kept["result"], "artifact_sha256": "f" * 64}}
+
+    second = tmp_path / "second"
+    monkeypatch.setenv("ARENA_HOME", str(second))
+    results = ResultsStore(second / "results.sqlite")
+    assert results.import_rows("tiny", [foreign]) == 1
+    summary = run_tournament(suite, results, executor=SerialExecutor(str(second)))
+    assert (summary.ok, summary.failed, summary.replayed) == (4, 0, 1)
+    held = ArtifactStore(second).held_sha256(spec[kept["key"]].attack.key)
+    shas = {r["key"]: r["result"]["artifact_sha256"] for r in results.rows("tiny") if attacker[r["key"]] == "badnets"}
+    assert set(shas.values()) == {held} and kept["key"] in shas
+    # training is deterministic: the model trained here is the first home's
+    assert held == kept["result"]["artifact_sha256"]
+
+    # the planner's side: a row whose model differs from the one held is not finished; one with no model held is
+    assert results.finished("tiny", models=lambda key: None) == set(attacker)
+    assert results.finished("tiny", models=lambda key: "0" * 64) == set()
+    assert results.other_model_rows("tiny", lambda key: held if key == spec[kept["key"]].attack.key else None) == set()

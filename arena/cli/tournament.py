@@ -61,7 +61,8 @@ def play(suite: Any, results: Any, *, address: str | None, cpus: int | None, qui
         summary = run_tournament(suite, results, address=address, num_cpus=cpus, on_update=update, device=device, amp=amp, gpus_per_task=gpus_per_task)
     render.err.print(
         f"ran {summary.done} matches ({summary.ok} ok, {summary.failed} failed), skipped {summary.skipped} already done; "
-        f"attacked models trained {summary.attacks_trained}, from the store {summary.attacks_cached}; {summary.seconds:.1f} s"
+        + (f"played {summary.replayed} kept rows again, as they scored another model of their attack than this store's; " if summary.replayed else "")
+        + f"attacked models trained {summary.attacks_trained}, from the store {summary.attacks_cached}; {summary.seconds:.1f} s"
     )
     return summary
 
