@@ -6,6 +6,10 @@
 #   bash benchmarks/adaptive_game.sh constrained-digits
 #   ARENA_HOME=<the published board's store> bash benchmarks/adaptive_game.sh fashion_mnist
 #   ARENA_HOME=<the published board's store> bash benchmarks/adaptive_game.sh constrained-fashion_mnist
+#   ARENA_HOME=<the published board's store> bash benchmarks/adaptive_game.sh board SUITE   # issue #18
+# `board SUITE` grows the game of a published board (leaderboards/SUITE, its `search` block) and
+# writes board-SUITE*.* ; `arena leaderboard refresh SUITE` with the same ARENA_HOME then publishes
+# it beside the static game. TRIALS (default 4), ITERATIONS (default 2) and TIME_BUDGET (seconds).
 # The Fashion-MNIST runs reuse the published board's rows and models, so ARENA_HOME should be the
 # store `arena leaderboard refresh fashion_mnist` wrote (a fresh one re-plays the board first).
 set -euo pipefail
@@ -31,6 +35,14 @@ case "${1:?which run}" in
       --plot "$out/fashion_mnist.png" > "$out/fashion_mnist.json" 2> >(tail -n 40 > "$out/fashion_mnist-time.txt")
     cp "$ARENA_HOME/oracle/fashion_mnist/game.json" "$out/fashion_mnist-game.json"
     arena results "fashion_mnist+oracle" --format json > "$out/fashion_mnist-cells.json"
+    ;;
+  board)
+    suite=${2:?usage: bash benchmarks/adaptive_game.sh board SUITE}
+    : "${ARENA_HOME:?set ARENA_HOME to the store of the published board}"
+    /usr/bin/time -v arena oracle "leaderboards/$suite" --iterations "${ITERATIONS:-2}" --trials "${TRIALS:-4}" ${TIME_BUDGET:+--time "$TIME_BUDGET"} --json \
+      --plot "$out/board-$suite.png" > "$out/board-$suite.json" 2> >(tail -n 40 > "$out/board-$suite-time.txt")
+    cp "$ARENA_HOME/oracle/$suite/game.json" "$out/board-$suite-game.json"
+    arena results "$suite+oracle" --format json > "$out/board-$suite-cells.json"
     ;;
   *) echo "unknown run $1" >&2; exit 2 ;;
 esac
