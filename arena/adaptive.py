@@ -22,6 +22,7 @@ real matches and its oracles are Ray Tune searches whose trials play real matche
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -546,6 +547,12 @@ def report_json(report: OracleReport) -> dict[str, Any]:
     }
 
 
+def searched_families(suite: Suite) -> dict[str, list[str]]:
+    """The families the suite's `search` block lets `arena oracle` search, per side."""
+    attackers, defenders = parse_search(suite.search, suite)
+    return {"attackers": [f.name for f in attackers], "defenders": [f.name for f in defenders]}
+
+
 def adapted_game(report: OracleReport, suite: Suite, json_report: dict[str, Any]) -> dict[str, Any]:
     """The adapted game as a leaderboard publishes it beside the static one: every strategy with
     its full parameters and whether search added it, the cells, the three values (the suite as
@@ -581,6 +588,7 @@ def adapted_game(report: OracleReport, suite: Suite, json_report: dict[str, Any]
         "converged": result.converged,
         "stopped_by": "convergence" if result.converged else ("time" if report.out_of_time else "iterations"),
         "exploitability_note": json_report["exploitability_note"],
+        "searched": searched_families(suite),
         "defenders": strategies("defender", result.defenders, d_labels, result.solution.defender, static_d),
         "attackers": strategies("attacker", result.attackers, a_labels, result.solution.attacker, static_a),
         "matrix": {"rows": d_labels, "columns": a_labels, "utility": matrix.tolist()},
@@ -598,6 +606,9 @@ def load_adapted(suite: Suite, home: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     game = json.loads(path.read_text())
+    if "searched" not in game:  # recorded before arena kept the list: grown from the suite's search block
+        with contextlib.suppress(OracleError):  # a block edited since into one the oracle refuses: the list stays unknown
+            game["searched"] = searched_families(suite)
     static = {(e["name"], json.dumps(e["params"], sort_keys=True)) for side in ("defenders", "attackers") for e in game[side] if not e["adapted"]}
     mine = {(s.name, json.dumps(s.param_dict, sort_keys=True)) for s in (*suite.defenders, *suite.attackers)}
     return game if static == mine else None

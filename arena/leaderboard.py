@@ -250,7 +250,7 @@ def answer(eq: dict[str, Any], previous: dict[str, Any] | None, same_since: str 
         out.append(line)
         g = eq.get("adapted") or {}
         if isinstance(g.get("attacker_adapted_value"), (int, float)) and isinstance(g.get("value"), (int, float)):
-            out.append(f"**When the attacker adapts** (hyperparameters searched by `arena oracle`), the value is {g['attacker_adapted_value']:.3f}; when both sides adapt, {g['value']:.3f}.")
+            out.append(_adapted_answer(g))
     left = []
     na = eq.get("not_applicable") or {}
     if na:
@@ -542,6 +542,43 @@ def inline_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
+def _searched(game: dict[str, Any], side: str) -> list[str] | None:
+    """The families `arena oracle` searched on one side (None: a game recorded without the list)."""
+    names = (game.get("searched") or {}).get(side)
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _final_game_label(game: dict[str, Any]) -> str:
+    return "the final game (the defenders as written: none searched)" if _searched(game, "defenders") == [] else "both adapt (the final game)"
+
+
+def _stopped(game: dict[str, Any]) -> str:
+    if game.get("converged"):
+        return "converged"
+    return {"time": "not converged: the time budget ran out"}.get(str(game.get("stopped_by")), "not converged: the iteration budget ran out")
+
+
+def _adapted_answer(game: dict[str, Any]) -> str:
+    """The answer's sentence on the adapted game: what was searched, the value once the attacker
+    adapts, the best single defense by worst case then, and whether the search converged."""
+    attackers = _searched(game, "attackers")
+    what = f"{', '.join(f'`{n}`' for n in attackers)} searched" if attackers else "hyperparameters searched"
+    line = f"**When the attacker adapts** ({what} by `arena oracle`), the value is {game['attacker_adapted_value']:.3f}"
+    defenders = _searched(game, "defenders")
+    if defenders == []:
+        line += "; the defenders were not searched."
+    else:
+        line += f"; when both sides adapt{' (' + ', '.join(f'`{n}`' for n in defenders) + ' searched)' if defenders else ''}, {game['value']:.3f}."
+    worst = [w for w in game.get("worst_case") or [] if isinstance(w.get("worst_adapted"), (int, float))]
+    if worst:
+        best = max(worst, key=lambda w: w["worst_adapted"])
+        line += f" The best single defense by worst case is then `{best['defender']}` ({best['worst_adapted']:.3f})"
+        line += "." if best["worst_adapted"] > 0 else ": none stays above zero."
+    if not game.get("converged"):
+        line += f" The search is {_stopped(game)}, so the attacker may gain more."
+    return line
+
+
 def _adapted_lines(game: dict[str, Any]) -> list[str]:
     """The adapted game's section of README.md (`arena oracle`, published by refresh)."""
     cost = game["cost"]
@@ -552,13 +589,13 @@ def _adapted_lines(game: dict[str, Any]) -> list[str]:
              "| game | value |", "|---|---|",
              f"| the suite as written | {game['static_value']:.3f} |",
              f"| the attacker adapts (against the suite's defenders) | {game['attacker_adapted_value']:.3f} |",
-             f"| both adapt (the final game) | {game['value']:.3f} |", "",
+             f"| {_final_game_label(game)} | {game['value']:.3f} |", "",
              f"In the last round (reported, not added) the defender's best response would gain {game['iterations'][-1]['defender_gain']:.3f} and the attacker's "
              f"{game['iterations'][-1]['attacker_gain']:.3f}"
              + (f"; searches the time budget skipped or cut short before any trial finished: {game['iterations'][-1]['skipped_searches']}"
                 " (a side whose search did not run shows no gain)." if game["iterations"][-1].get("skipped_searches") else "."),
              "",
-             f"Exploitability bound {game['exploitability']:.3f} ({'converged' if game['converged'] else 'not converged: the iteration budget ran out'}): {game['exploitability_note']}. "
+             f"Exploitability bound {game['exploitability']:.3f} ({_stopped(game)}): {game['exploitability_note']}. "
              f"{len(game['iterations'])} iterations, {cost['trials']} trials ({cost['failed_trials']} failed, {cost['stopped_trials']} stopped early), "
              f"{cost['trial_seconds'] / 3600:.2f} CPU-hours of trials (a resumed run counts the trials it read back).", "",
              "### How far each defender's worst case falls when the attacker adapts", "",
@@ -594,8 +631,9 @@ def _adapted_html(game: dict[str, Any]) -> str:
     return (
         "<h2>The adapted game (searched, <code>arena oracle</code>)</h2>"
         f"<table id='adapted-values'><tr><th>game</th><th>value</th></tr><tr><td class='s'>the suite as written</td><td>{game['static_value']:.3f}</td></tr>"
-        f"<tr><td class='s'>the attacker adapts</td><td>{game['attacker_adapted_value']:.3f}</td></tr><tr><td class='s'>both adapt</td><td id='adapted-value'>{game['value']:.3f}</td></tr></table>"
-        f"<p>Exploitability bound {game['exploitability']:.3f}: {e(game['exploitability_note'])}.</p>"
+        f"<tr><td class='s'>the attacker adapts</td><td>{game['attacker_adapted_value']:.3f}</td></tr>"
+        f"<tr><td class='s'>{e(_final_game_label(game))}</td><td id='adapted-value'>{game['value']:.3f}</td></tr></table>"
+        f"<p>Exploitability bound {game['exploitability']:.3f} ({e(_stopped(game))}): {e(game['exploitability_note'])}.</p>"
         "<h3>Each defender's worst case, before and after the attacker adapts</h3><table id='adapted-worst-case'><tr><th>defender</th><th>suite's attackers</th>"
         f"<th>with adapted attackers</th><th>fall</th><th>worst attacker</th></tr>{rows}</table>"
         f"<h3>Equilibrium and added strategies</h3><table id='adapted-strategies'><tr><th>side</th><th>strategy</th><th>adapted</th><th>weight</th></tr>{added}</table>"

@@ -63,6 +63,7 @@ def test_the_attacker_search_finds_the_corner_the_defense_does_not_watch(ray_hom
     (corner,) = [w for w in game["worst_case"] if w["defender"] == "arena_controls/corner_filter"]
     assert corner["fall"] > 0.5 and "trigger_position=top_left" in corner["worst_attacker"]
     assert any(a["adapted"] and a["params"]["trigger_position"] == "top_left" for a in game["attackers"])
+    assert game["searched"] == {"attackers": ["badnets"], "defenders": []}
 
     # run again, as after an interruption: every search is read back, nothing is searched anew
     assert main(["oracle", suite, "--json", "--quiet", "--iterations", "2", "--trials", "12"]) == 0
@@ -75,6 +76,7 @@ def test_the_attacker_search_finds_the_corner_the_defense_does_not_watch(ray_hom
     capsys.readouterr()
     page = (Path(suite) / "README.md").read_text()
     assert "## The adapted game" in page and "trigger_position=top_left" in page
+    assert "(`badnets` searched by `arena oracle`)" in page and "the defenders were not searched" in page
     assert json.loads((Path(suite) / "adapted.json").read_text())["value"] == pytest.approx(out["value"])
     assert "id='adapted-worst-case'" in (Path(suite) / "index.html").read_text()
 
@@ -167,3 +169,34 @@ def test_a_bad_budget_is_refused_before_any_match(kwargs, message, tmp_path):
     with pytest.raises(OracleError, match=message):
         play_oracle(suite, ResultsStore(tmp_path / "r.sqlite"), storage=tmp_path, play=played.append, **budget)
     assert not played
+
+
+def _game(**changes):
+    worst = [{"defender": "strip", "adapted": False, "worst_static": 0.2, "worst_adapted": -0.1, "fall": 0.3, "worst_attacker": "badnets(target=3)"},
+             {"defender": "none", "adapted": False, "worst_static": -0.5, "worst_adapted": -0.5, "fall": 0.0, "worst_attacker": "badnets"}]
+    game = {"static_value": 0.4, "attacker_adapted_value": 0.1, "value": 0.1, "exploitability": 0.0, "converged": False, "stopped_by": "time",
+            "exploitability_note": "an empirical bound", "searched": {"attackers": ["badnets"], "defenders": []}, "defenders": [], "attackers": [],
+            "worst_case": worst, "iterations": [{"defender_gain": 0.0, "attacker_gain": 0.0, "skipped_searches": 1}],
+            "cost": {"trials": 3, "failed_trials": 0, "stopped_trials": 1, "trial_seconds": 10.0}, "cells": "store"}
+    return {**game, **changes}
+
+
+def test_the_page_says_what_was_searched_and_why_the_search_stopped():
+    from arena.leaderboard import _adapted_answer, _adapted_html, _adapted_lines
+
+    line = _adapted_answer(_game())
+    assert "(`badnets` searched by `arena oracle`), the value is 0.100; the defenders were not searched." in line
+    assert "the best single defense by worst case is then `strip` (-0.100): none stays above zero." in line.lower()
+    assert "not converged: the time budget ran out, so the attacker may gain more" in line
+    section = "\n".join(_adapted_lines(_game()))
+    assert "| the final game (the defenders as written: none searched) | 0.100 |" in section and "(not converged: the time budget ran out)" in section
+    assert "none searched" in _adapted_html(_game())
+
+    both = _game(searched={"attackers": ["badnets"], "defenders": ["strip"]}, converged=True, stopped_by="convergence", value=0.2)
+    line = _adapted_answer(both)
+    assert "when both sides adapt (`strip` searched), 0.200." in line and "converge" not in line
+    assert "| both adapt (the final game) | 0.200 |" in "\n".join(_adapted_lines(both))
+    # a game recorded before the list was kept: worded as before, nothing claimed about what was searched
+    old = _game(converged=False, stopped_by="iterations")
+    del old["searched"]
+    assert "(hyperparameters searched by `arena oracle`)" in _adapted_answer(old) and "iteration budget ran out" in _adapted_answer(old)
