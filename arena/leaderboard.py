@@ -302,6 +302,11 @@ def _changes(eq: dict[str, Any], previous: dict[str, Any] | None) -> str:
         support = {k for k, v in (eq.get(side) or {}).items() if v > 5e-3}
         if support != set(previous.get(f"{side}_support") or []):
             words.append(f"the {side}'s equilibrium is now {_mixture(eq[side])}" if eq.get(side) else f"the {side} has no equilibrium")
+    adapted, before = (eq.get("adapted") or {}).get("value"), previous.get("adapted_value")
+    if isinstance(adapted, (int, float)) and not isinstance(before, (int, float)):
+        words.append(f"the adapted game (`arena oracle`) is published, value {adapted:.3f}")
+    elif isinstance(adapted, (int, float)) and isinstance(before, (int, float)) and abs(adapted - before) >= 5e-4:
+        words.append(f"the adapted game's value went from {before:.3f} to {adapted:.3f}")
     return f"Compared with {previous.get('date', 'the last one')}: " + ("; ".join(words) if words else "nothing changed") + "."
 
 

@@ -94,6 +94,16 @@ def test_the_page_opens_with_the_answer_in_words(tmp_path):
     assert html.index("id='answer'") < html.index("The evidence") and "<code>fine_pruning</code> (100%)" in html
 
 
+def test_the_arrival_of_the_adapted_game_is_said_since_the_last_refresh():
+    from arena.leaderboard import _changes
+
+    previous = {"date": "2026-01-01", "value": 0.3, "defender": {"strip": 1.0}, "attacker": {"badnets": 1.0}, "defender_support": ["strip"], "attacker_support": ["badnets"]}
+    eq = {"value": 0.3, "defender": {"strip": 1.0}, "attacker": {"badnets": 1.0}, "adapted": {"value": 0.2}}
+    assert _changes(eq, previous) == "Compared with 2026-01-01: the game value stayed at 0.300; the adapted game (`arena oracle`) is published, value 0.200."
+    assert "the adapted game's value went from 0.250 to 0.200" in _changes(eq, {**previous, "adapted_value": 0.25})
+    assert "adapted" not in _changes(eq, {**previous, "adapted_value": 0.2})
+
+
 def test_what_is_left_out_and_what_changed_are_said(tmp_path):
     loud = {**TALK, ("fine_tuning", "loud"): [0.0, 0.0], ("fine_pruning", "loud"): [0.0, 0.0]}
     folder = tmp_path / "leaderboards" / "t"
