@@ -560,7 +560,7 @@ def _final_game_label(game: dict[str, Any]) -> str:
 def _stopped(game: dict[str, Any]) -> str:
     if game.get("converged"):
         return "converged"
-    return {"time": "not converged: the time budget ran out"}.get(str(game.get("stopped_by")), "not converged: the iteration budget ran out")
+    return f"not converged: the {'time' if game.get('stopped_by') == 'time' else 'iteration'} budget ran out"
 
 
 def _adapted_answer(game: dict[str, Any]) -> str:
@@ -573,7 +573,8 @@ def _adapted_answer(game: dict[str, Any]) -> str:
     if defenders == []:
         line += "; the defenders were not searched."
     else:
-        line += f"; when both sides adapt{' (' + ', '.join(f'`{n}`' for n in defenders) + ' searched)' if defenders else ''}, {game['value']:.3f}."
+        which = f" ({', '.join(f'`{n}`' for n in defenders)} searched)" if defenders else ""
+        line += f"; when both sides adapt{which}, {game['value']:.3f}."
     worst = [w for w in game.get("worst_case") or [] if isinstance(w.get("worst_adapted"), (int, float))]
     if worst:
         best = max(worst, key=lambda w: w["worst_adapted"])
