@@ -58,8 +58,6 @@ def main() -> None:
             defender = DEFENDERS.create("mm_bd", {"steps": steps})
             generator = torch.Generator().manual_seed(match.defense_seed(prepared.spec, manifest["sha256"]))
             start = time.perf_counter()
-
-
             statistics = defender.statistics(model, DefenseContext(prepared.task, clean, generator))
             test = margin_test(statistics)
             row = {
